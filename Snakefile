@@ -1,0 +1,28 @@
+# The reproduction DAG. Runs, seeds and paths come from pipeline/experiments.yaml (via
+# pipeline/matrix.py); the rules are in pipeline/rules/.
+#   snakemake --cores 2 --config profile=smoke      # offline synthetic LVIS on CPU
+#   snakemake -n --config profile=full              # plan the paper-scale reproduction
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "pipeline/snakemake.yaml"
+
+
+# Every job runs in this image, but only under `--sdm apptainer` (docker/README.md); without
+# that flag Snakemake ignores the directive and jobs use the current environment.
+container: config["container_image"]
+
+
+include: "pipeline/rules/common.smk"
+include: "pipeline/rules/data.smk"
+include: "pipeline/rules/train.smk"
+include: "pipeline/rules/evaluate.smk"
+include: "pipeline/rules/aggregate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        aggregate_outputs(),

@@ -1,0 +1,1 @@
+"""The LOCE reproduction workflow."""

@@ -6,9 +6,16 @@ training instance count, the paper's x-axis.
 from __future__ import annotations
 
 import json
+import math
 
 from . import atomic, runconfig
 from . import matrix as mx
+
+
+def _finite(value):
+    """NaN (no val GT, or a diverged model) is written as null: JSON has no NaN."""
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def analyse(profile: str, run: str, seed: int) -> dict:
@@ -31,13 +38,12 @@ def analyse(profile: str, run: str, seed: int) -> dict:
     train_json = mx.data_root(matrix, profile, spec['dataset']) / 'annotations' / f'{spec["dataset"]}_train.json'
     categories = {c['id']: c for c in json.loads(train_json.read_text())['categories']}
     classes = []
-    for cat_id, score, acc, n_val in zip(stats['category_ids'], stats['mean_score'],
+    for cat_id, score, acc, n_val in zip(stats['cat_ids'], stats['mean_score'],
                                           stats['accuracy'], stats['val_instances']):
         cat = categories[int(cat_id)]
         classes.append(dict(id=int(cat_id), name=cat['name'], frequency=cat['frequency'],
                             train_instances=int(cat['instance_count']), val_instances=int(n_val),
-                            mean_score=None if n_val == 0 else float(score),
-                            accuracy=None if n_val == 0 else float(acc)))
+                            mean_score=_finite(score), accuracy=_finite(acc)))
     classes.sort(key=lambda c: (-c['train_instances'], c['id']))
     result = dict(run=run, seed=seed, profile=profile, classes=classes)
     atomic.write_json(mx.analysis_path(profile, run, seed), result)

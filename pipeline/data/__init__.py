@@ -1,0 +1,1 @@
+"""Data stages: fetch real LVIS + COCO, synthesize an offline tiny LVIS, build LVIS subsets."""

@@ -1,0 +1,361 @@
+"""pipeline/aggregate.py on fake results for the whole smoke matrix: numbers, layout, files."""
+import copy
+import csv
+import json
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import aggregate as ag
+from pipeline import matrix as mx
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = yaml.safe_load((ROOT / 'pipeline' / 'paper.yaml').read_text())
+METRICS = list(PAPER['columns'])
+TABLES = ['table1', 'table2', 'table3', 'table4', 'table5']
+MISSING_RUN = 'loce_k8m8_r50_v1'        # no result at all
+PARTIAL_RUN = 'mfs_r50_v1'              # seed 0 only
+UNDEFINED = ('ebl_r50_v1', 1, 'APr')    # segm APr undefined (None) in this seed
+RUNS = sorted(mx.runs(mx.load()))
+FIG_CLASSES = [  # (id, name, frequency, train_instances); ties on train_instances break by id
+    (3, 'person', 'f', 500), (1, 'car', 'f', 300), (7, 'dog', 'f', 300), (2, 'cup', 'c', 120),
+    (9, 'kite', 'f', 110), (4, 'lamp', 'c', 60), (8, 'yak', 'r', 9), (5, 'oboe', 'c', 8),
+    (6, 'gong', 'r', 3), (10, 'ewer', 'r', 1)]
+
+
+def smoke_matrix() -> dict:
+    matrix = copy.deepcopy(mx.load())
+    matrix['profiles']['smoke']['seeds'] = [0, 1]
+    return matrix
+
+
+def metric_value(run: str, seed: int, column: str) -> float | None:
+    """A distinct, reproducible AP per run, seed and metric."""
+    if (run, seed, column) == UNDEFINED:
+        return None
+    index = RUNS.index(run)
+    return round(5 + 0.75 * index + 1.3 * seed + 0.11 * METRICS.index(column) * (seed + 1), 2)
+
+
+def metrics_json(run: str, seed: int) -> dict:
+    keys = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
+    tasks = {'bbox': dict.fromkeys(keys, 1.0), 'segm': dict.fromkeys(keys, 1.0)}
+    for column, spec in PAPER['columns'].items():
+        tasks[spec['task']][spec['metric']] = metric_value(run, seed, column)
+    return dict(run=run, seed=seed, profile='smoke', dataset='lvis_v1', **tasks,
+                provenance=dict(git_commit='abc123', git_dirty=False,
+                                packages={'torch': '2.13.0', 'mmdet': '3.3.0'},
+                                config=f'configs/smoke/{run}-tiny.py', config_sha256='0' * 64,
+                                seed=seed, device='cpu (2 threads)', train_wall_s=10.0 + seed,
+                                eval_wall_s=2.5,
+                                checkpoint=f'work/smoke/{run}/seed{seed}/final.pth',
+                                created=f'2026-01-0{seed + 1}T00:00:00+00:00'))
+
+
+def class_stats(run: str, seed: int) -> list[dict]:
+    out = []
+    for rank, (cid, name, freq, n_train) in enumerate(FIG_CLASSES):
+        no_val = cid == 10
+        score = round(0.9 - 0.08 * rank + 0.01 * seed + 0.001 * len(run), 4)
+        out.append(dict(id=cid, name=name, frequency=freq, train_instances=n_train,
+                        val_instances=0 if no_val else 4, mean_score=None if no_val else score,
+                        accuracy=None if no_val else round(score / 2, 4)))
+    return out[::-1]  # the reader must sort, not trust the file order
+
+
+def write(results: Path, kind: str, run: str, seed: int, obj) -> Path:
+    where = mx.metrics_path if kind == 'metrics' else mx.analysis_path
+    path = results / 'smoke' / where('smoke', run, seed).relative_to(mx.results_dir('smoke'))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+def fake_results(results: Path, matrix: dict) -> dict:
+    """Metrics for every table run (seeds 0, 1) except MISSING_RUN and PARTIAL_RUN's seed 1;
+    the evaluated pretrain r50_v1 too; analyses for Figure 4's runs, panel b with seed 0 only."""
+    written = {}
+    for run, spec in mx.runs(matrix).items():
+        if spec['tables'] and run != MISSING_RUN:
+            written[run] = [0] if run == PARTIAL_RUN else [0, 1]
+            for seed in written[run]:
+                write(results, 'metrics', run, seed, metrics_json(run, seed))
+    write(results, 'metrics', 'r50_v1', 0, metrics_json('r50_v1', 0))
+    for panel, spec in matrix['figure4'].items():
+        for seed in ([0] if panel == 'b' else [0, 1]):
+            write(results, 'analysis', spec['run'], seed,
+                  dict(run=spec['run'], seed=seed, profile='smoke',
+                       classes=class_stats(spec['run'], seed)))
+    return written
+
+
+@pytest.fixture(scope='module')
+def done(tmp_path_factory):
+    results = tmp_path_factory.mktemp('results')
+    matrix = smoke_matrix()
+    written = fake_results(results, matrix)
+    summary = ag.aggregate('smoke', results_root=results, matrix=matrix, paper=PAPER)
+    return dict(results=results, out=results / 'smoke', matrix=matrix, written=written,
+                summary=summary)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def cell_runs(matrix: dict) -> dict[str, str]:
+    return {cell: run for run, spec in mx.runs(matrix).items() for cell in spec['tables']}
+
+
+def test_csv_mean_std_n_delta_equal_hand_computation(done):
+    cells = cell_runs(done['matrix'])
+    checked = 0
+    for table in TABLES:
+        for rec in read_csv(done['out'] / 'tables' / f'{table}.csv'):
+            paper = PAPER['tables'][table]['rows'][rec['row']][rec['metric']]
+            assert float(rec['paper']) == paper
+            run = cells.get(f'{table}/{rec["row"]}')
+            assert rec['run'] == (run or '')
+            seeds = done['written'].get(run, [])
+            values = [metric_value(run, s, rec['metric']) for s in seeds]
+            values = [v for v in values if v is not None]
+            assert int(rec['n']) == len(values)
+            if not values:
+                assert rec['mean'] == rec['std'] == rec['delta'] == ''
+                continue
+            assert float(rec['mean']) == pytest.approx(statistics.mean(values), abs=1e-6)
+            assert float(rec['delta']) == pytest.approx(statistics.mean(values) - paper, abs=1e-6)
+            if len(values) > 1:
+                assert float(rec['std']) == pytest.approx(statistics.stdev(values), abs=1e-6)
+            else:
+                assert rec['std'] == ''
+            checked += 1
+    assert checked >= 5 * 16  # every reproduced cell but the missing run's
+
+
+def test_csv_status_and_one_row_per_table_row_and_metric(done):
+    rows = read_csv(done['out'] / 'tables' / 'table5.csv')
+    assert len(rows) == len(PAPER['tables']['table5']['rows']) * len(METRICS)
+    status = {r['row']: r['status'] for r in rows}
+    assert status['r50_v05/bags'] == status['r101_v1/seesaw'] == 'paper-only'
+    assert status['r50_v1'] == 'ok'
+    t1 = {r['row']: r for r in read_csv(done['out'] / 'tables' / 'table1.csv')}
+    assert t1['mfs']['status'] == 'partial' and t1['mfs']['n_expected'] == '2'
+    assert {r['status'] for r in read_csv(done['out'] / 'tables' / 'table4.csv')
+            if r['row'] == 'k8-m8'} == {'missing'}
+
+
+def md_lines(done, table: str, source: str) -> list[list[str]]:
+    """Cells of the Markdown table's lines whose source column starts with `source`."""
+    n_params = len(PAPER['tables'][table]['params'])
+    text = (done['out'] / 'tables' / f'{table}.md').read_text()
+    rows = [[c.strip() for c in line.strip().strip('|').split('|')]
+            for line in text.splitlines() if line.startswith('| ')]
+    return [r for r in rows[1:] if r[n_params].startswith(source)]
+
+
+def test_every_paper_number_is_on_its_rows_paper_line(done):
+    for table in TABLES:
+        spec = PAPER['tables'][table]
+        lines = md_lines(done, table, 'paper')
+        assert len(lines) == len(spec['rows'])
+        for cells, row in zip(lines, spec['rows'].values()):
+            assert cells[-5:] == [f'{row[m]:.1f}' for m in METRICS]
+
+
+def test_md_reproduced_and_delta_lines(done):
+    loce = PAPER['tables']['table1']['rows']['loce']
+    [repro] = [r for r in md_lines(done, 'table1', 'reproduced') if 'loce_r50_v1' in r[3]]
+    assert repro[3] == 'reproduced `loce_r50_v1` (n=2)'
+    values = [[metric_value('loce_r50_v1', s, m) for s in (0, 1)] for m in METRICS]
+    assert repro[-5:] == [f'{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}' for v in values]
+    deltas = md_lines(done, 'table1', 'Δ')
+    assert f'{statistics.mean(values[2]) - loce["APr"]:+.2f}' in deltas[3]
+    [partial] = [r for r in md_lines(done, 'table1', 'reproduced') if PARTIAL_RUN in r[3]]
+    assert partial[3].endswith('(n=1/2)')
+    [ebl] = [r for r in md_lines(done, 'table1', 'reproduced') if 'ebl_r50_v1' in r[3]]
+    assert ebl[3 + 1 + METRICS.index('APr')].endswith('(n=1)')  # APr undefined in seed 1
+
+
+def test_missing_and_paper_only_rows_in_md(done):
+    [k8m8] = [r for r in md_lines(done, 'table4', 'reproduced') if MISSING_RUN in r[2]]
+    assert k8m8[-5:] == ['missing'] * 5
+    t5 = md_lines(done, 'table5', 'reproduced')
+    cited = [k for k in PAPER['tables']['table5']['rows'] if '/' in k]  # baselines, paper-only
+    assert sum(r[-5:] == ['—'] * 5 for r in t5) == len(cited) == 15
+    methods = [r[0] for r in md_lines(done, 'table5', 'paper')]
+    assert 'Seesaw Loss [24] *†' in methods and methods.count('LOCE (ours)') == 3
+
+
+def test_every_output_file_exists_and_no_temp_file_is_left(done):
+    out = done['out']
+    expected = {f'tables/{t}.{ext}' for t in TABLES for ext in ('md', 'csv', 'tex')}
+    expected |= {'figures/figure4.png', 'figures/figure4.svg', 'figures/figure4.csv', 'REPORT.md'}
+    made = {str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()
+            and p.parts[len(out.parts)] in ('tables', 'figures', 'REPORT.md')}
+    assert made == expected
+    assert {str(p.relative_to(out)) for p in done['summary']['written']} == expected
+    leftovers = [p for p in out.rglob('*') if p.name.startswith('.') or p.name.endswith('.tmp')]
+    assert leftovers == []
+
+
+def test_tex_is_booktabs_with_one_cell_per_column(done):
+    for table in TABLES:
+        text = (done['out'] / 'tables' / f'{table}.tex').read_text()
+        for rule in (r'\toprule', r'\midrule', r'\bottomrule', r'\caption{', r'\end{table}'):
+            assert rule in text
+        width = len(PAPER['tables'][table]['params']) + 1 + len(METRICS)
+        body = [line for line in text.splitlines() if line.endswith(r'\\')]
+        assert all(line.count(' & ') == width - 1 for line in body), table
+        assert '±' not in text and 'Δ' not in text and '—' not in text
+    t5 = (done['out'] / 'tables' / 'table5.tex').read_text()
+    assert t5.count(r'\midrule') == 3  # after the header and between the three blocks
+    assert r'Seesaw Loss [24]$^{*\dagger}$' in t5
+
+
+def test_png_is_an_image_and_svg_has_the_three_panel_titles(done):
+    from PIL import Image
+    with Image.open(done['out'] / 'figures' / 'figure4.png') as img:
+        assert img.format == 'PNG' and img.size[0] > 500 and img.size[1] > 500
+    svg = (done['out'] / 'figures' / 'figure4.svg').read_text()
+    for panel, spec in done['matrix']['figure4'].items():
+        assert f'({panel}) {spec["title"]}' in svg.replace('&amp;', '&')
+    fig = ag.figure4(done['summary']['figure4'])
+    assert len(fig.axes) == 3
+    assert [ax.get_title().split(' [')[0] for ax in fig.axes] == [
+        f'({p}) {s["title"]}' for p, s in done['matrix']['figure4'].items()]
+    [bars] = fig.axes[0].containers
+    run = done['matrix']['figure4']['a']['run']
+    scored = [c['mean_score'] for c in class_stats(run, 0) if c['mean_score'] is not None]
+    heights = [b.get_height() for b in bars]
+    assert len(heights) == len(FIG_CLASSES)
+    assert sorted(h for h in heights if h == h) == pytest.approx(sorted(s + 0.005 for s in scored))
+
+
+def test_figure4_csv_is_seed_mean_in_training_order(done):
+    rows = read_csv(done['out'] / 'figures' / 'figure4.csv')
+    assert list(rows[0]) == list(ag.FIGURE4_FIELDS)
+    order = [cid for cid, *_ in FIG_CLASSES]
+    for panel, spec in done['matrix']['figure4'].items():
+        mine = [r for r in rows if r['panel'] == panel]
+        assert [int(r['category_id']) for r in mine] == order
+        assert [int(r['class_index']) for r in mine] == list(range(len(order)))
+        seeds = [0] if panel == 'b' else [0, 1]
+        for r in mine:
+            cid = int(r['category_id'])
+            stats = [next(c for c in class_stats(spec['run'], s) if c['id'] == cid) for s in seeds]
+            assert r['run'] == spec['run'] and int(r['n_seeds']) == len(seeds)
+            if stats[0]['mean_score'] is None:
+                assert r['mean_score'] == r['accuracy'] == ''
+            else:
+                for field in ('mean_score', 'accuracy'):
+                    assert float(r[field]) == pytest.approx(statistics.mean(c[field] for c in stats))
+
+
+def test_report_lists_runs_times_environment_and_missing(done):
+    report = (done['out'] / 'REPORT.md').read_text()
+    for table in TABLES:
+        assert f'(tables/{table}.md)' in report
+    assert '(figures/figure4.png)' in report
+    files = sum(len(s) for s in done['written'].values()) + 1  # + the evaluated pretrain
+    train = sum(10.0 + s for seeds in done['written'].values() for s in seeds) + 10.0
+    assert f'Totals over {files} metrics files: training {train:.0f} s' in report
+    assert f'evaluation {2.5 * files:.0f} s' in report
+    assert '`abc123`' in report and 'cpu (2 threads)' in report and '| mmdet | 3.3.0 |' in report
+    missing = re.findall(r'^- `(\S+)` \(run `(\S+)`, seed (\d)', report, flags=re.M)
+    assert sorted(missing) == sorted([
+        (f'metrics/{MISSING_RUN}/seed0.json', MISSING_RUN, '0'),
+        (f'metrics/{MISSING_RUN}/seed1.json', MISSING_RUN, '1'),
+        (f'metrics/{PARTIAL_RUN}/seed1.json', PARTIAL_RUN, '1'),
+        (f'analysis/{done["matrix"]["figure4"]["b"]["run"]}/seed1.json',
+         done['matrix']['figure4']['b']['run'], '1')])
+    assert {(m['run'], m['seed']) for m in done['summary']['missing']} == {
+        (r, int(s)) for _, r, s in missing}
+
+
+def test_report_reading_is_computed_from_the_tables(done):
+    report = (done['out'] / 'REPORT.md').read_text()
+    base, loce = 'ce_r50_v1', 'loce_r50_v1'
+    rows = PAPER['tables']['table1']['rows']
+    diff = (statistics.mean(metric_value(loce, s, 'APr') for s in (0, 1))
+            - statistics.mean(metric_value(base, s, 'APr') for s in (0, 1)))
+    paper = rows['loce']['APr'] - rows['baseline']['APr']
+    [line] = [l for l in report.splitlines() if l.startswith(f'| {rows["loce"]["label"]} |')]
+    assert line.split(' | ')[1 + METRICS.index('APr')] == f'{diff:+.2f} ({paper:+.1f})'
+    # Ties are listed: Table 2's paper AP is 26.6 for alpha 0.9 and 0.95.
+    cells = cell_runs(done['matrix'])
+    ap = {row: statistics.mean(metric_value(cells[f'table2/{row}'], s, 'AP') for s in (0, 1))
+          for row in PAPER['tables']['table2']['rows']}
+    best = max(ap, key=ap.get)
+    assert f'- table2: reproduced `{best}` (AP {ap[best]:.2f}); ' in report
+    assert 'paper `alpha-0.9`, `alpha-0.95` (AP 26.6)' in report
+    n_runs = sum(bool(s['tables']) for s in mx.runs(done['matrix']).values()) - 1  # MISSING_RUN
+    assert f'- pairs: {n_runs * len(METRICS)}; ' in report
+
+
+def test_report_names_each_runs_config_and_overrides(done):
+    report = (done['out'] / 'REPORT.md').read_text()
+    [line] = [l for l in report.splitlines() if l.startswith('| `loce_alpha0.8_r50_v1` |')]
+    assert '`configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py`' in line
+    assert '`model.roi_head.indicator.alpha=0.8`' in line
+    assert 'results name `configs/smoke/loce_alpha0.8_r50_v1-tiny.py`' in line  # the fake's name
+
+
+def test_rerun_gives_identical_text_outputs(done, tmp_path):
+    first = {p: p.read_bytes() for p in done['out'].rglob('*')
+             if p.is_file() and p.suffix in ('.md', '.csv', '.tex', '.svg')}
+    ag.aggregate('smoke', results_root=done['results'], matrix=done['matrix'], paper=PAPER)
+    assert {p: p.read_bytes() for p in first} == first
+
+
+def test_no_results_at_all_still_writes_everything(tmp_path):
+    matrix = smoke_matrix()
+    summary = ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+    assert (tmp_path / 'smoke' / 'REPORT.md').is_file()
+    out = tmp_path / 'smoke'
+    statuses = {r['status'] for t in TABLES for r in read_csv(out / 'tables' / f'{t}.csv')}
+    assert statuses == {'missing', 'paper-only'}
+    n_table_runs = sum(bool(s['tables']) for s in mx.runs(matrix).values())
+    n_figure_runs = len({s['run'] for s in matrix['figure4'].values()})
+    assert len(summary['missing']) == 2 * (n_table_runs + n_figure_runs)
+    assert 'missing: no analysis results' in (out / 'figures' / 'figure4.svg').read_text()
+
+
+def test_malformed_json_fails_naming_the_file(tmp_path):
+    matrix = smoke_matrix()
+    bad = write(tmp_path, 'metrics', 'loce_r50_v1', 0, '{"run": "loce_r50_v1", ')
+    with pytest.raises(ValueError, match=re.escape(str(bad)) + '.*malformed JSON'):
+        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+    assert not (tmp_path / 'smoke' / 'REPORT.md').exists()
+
+
+def test_result_of_another_run_or_bad_value_fails_naming_the_file(tmp_path):
+    matrix = smoke_matrix()
+    path = write(tmp_path, 'metrics', 'loce_r50_v1', 0, metrics_json('ebl_r50_v1', 0))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*run 'ebl_r50_v1'"):
+        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+    bad = metrics_json('loce_r50_v1', 0)
+    bad['segm']['APr'] = 'high'
+    write(tmp_path, 'metrics', 'loce_r50_v1', 0, bad)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + '.*segm.APr'):
+        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+
+
+def test_a_matrix_cell_missing_from_the_paper_fails(tmp_path):
+    matrix = smoke_matrix()
+    matrix['finetune']['loce_r50_v1']['tables'].append('table2/alpha-0.5')
+    with pytest.raises(ValueError, match='table2/alpha-0.5'):
+        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+
+
+def test_result_files_outside_the_matrix_or_profile_are_listed_not_read(tmp_path):
+    matrix = smoke_matrix()
+    stale = write(tmp_path, 'metrics', 'loce_r50_v1', 7, '{not json: never read}')
+    summary = ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+    assert summary['ignored'] == [stale]
+    report = (tmp_path / 'smoke' / 'REPORT.md').read_text()
+    assert f'- `{stale.relative_to(tmp_path / "smoke")}`' in report

@@ -1,0 +1,83 @@
+"""Snakemake and DVC expose the same runs with the same commands, all taken from the matrix."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline import matrix as mx
+
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}')
+
+
+def _normalise(cmd: str) -> str:
+    """Drop what differs by design: Snakemake's per-job seed, thread count and log redirect."""
+    cmd = re.sub(r'\s*>\s*\S+\s+2>&1\s*$', '', cmd.strip())
+    cmd = re.sub(r' --threads \d+', '', cmd)
+    return re.sub(r' --seed \d+', '', cmd)
+
+
+def snakemake_commands(profile: str) -> set[str]:
+    out = subprocess.run(['snakemake', '-n', '-p', '-F', '--config', f'profile={profile}'],
+                         cwd=mx.ROOT, env=ENV, capture_output=True, text=True, check=True).stdout
+    cmds = {_normalise(line.split('Shell command:', 1)[1]) for line in out.splitlines()
+            if 'Shell command:' in line}
+    return cmds - {'None'}  # rule all has no command
+
+
+def dvc_commands() -> set[str]:
+    from dvc.repo import Repo
+
+    cmds = set()
+    with Repo(str(mx.ROOT)) as repo:
+        for stage in repo.index.stages:
+            for cmd in stage.cmd if isinstance(stage.cmd, list) else [stage.cmd]:
+                cmds.add(_normalise(cmd))
+    return cmds
+
+
+def expected_commands(profile: str) -> set[str]:
+    matrix = mx.load()
+    cli = 'python -m pipeline'
+    cmds = {f'{cli} data --profile {profile}', f'{cli} aggregate --profile {profile}'}
+    for run in mx.runs(matrix):
+        cmds |= {f'{cli} train --profile {profile} --run {run}',
+                 f'{cli} evaluate --profile {profile} --run {run}'}
+    cmds |= {f'{cli} analyse --profile {profile} --run {run}' for run in mx.analysed_runs(matrix)}
+    return cmds
+
+
+def test_snakemake_and_dvc_run_the_same_commands_for_every_run():
+    snake = snakemake_commands('smoke')
+    assert snake == expected_commands('smoke')
+    assert dvc_commands() == snake
+
+
+def test_snakemake_jobs_are_every_run_times_every_seed_of_the_profile():
+    out = subprocess.run(['snakemake', '-n', '-F', '--config', 'profile=full'], cwd=mx.ROOT, env=ENV,
+                         capture_output=True, text=True, check=True).stdout
+    counts = dict(re.findall(r'^(\w+)\s+(\d+)$', out, flags=re.M))
+    matrix = mx.load()
+    seeds = len(matrix['profiles']['full']['seeds'])
+    assert int(counts['train']) == int(counts['evaluate']) == len(mx.runs(matrix)) * seeds
+    assert int(counts['analyse']) == len(mx.analysed_runs(matrix)) * seeds
+
+
+def test_dvc_stage_names_are_the_matrix_run_names():
+    from dvc.repo import Repo
+
+    matrix = mx.load()
+    with Repo(str(mx.ROOT)) as repo:
+        names = {stage.addressing for stage in repo.index.stages}
+    assert {f'pretrain@{r}' for r in matrix['pretrain']} <= names
+    assert {f'finetune@{r}' for r in matrix['finetune']} <= names
+
+
+def test_full_profile_plans_without_data_in_seconds_worth_of_work(tmp_path):
+    """The full plan needs no LVIS on disk: its first job is the fetch."""
+    out = subprocess.run(['snakemake', '-n', '-p', '--config', 'profile=full'], cwd=mx.ROOT, env=ENV,
+                         capture_output=True, text=True, check=True).stdout
+    assert 'python -m pipeline data --profile full' in out

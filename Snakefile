@@ -22,6 +22,12 @@ include: "pipeline/rules/evaluate.smk"
 include: "pipeline/rules/aggregate.smk"
 
 
+# Downloads and table-making run where Snakemake runs (a cluster's login node), not as jobs.
+localrules:
+    data,
+    aggregate,
+
+
 rule all:
     default_target: True
     input:

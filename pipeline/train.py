@@ -10,17 +10,21 @@ import os
 import time
 from contextlib import nullcontext
 
-from . import atomic, provenance, runconfig
+from . import atomic, distributed, provenance, runconfig
 from . import matrix as mx
 
 
 def train(profile: str, run: str, seed: int, *, launcher: str = 'none') -> dict:
     from mmengine.runner import Runner, find_latest_checkpoint
 
+    from . import rng_state  # noqa: F401  (registers RNGStateHook)
+
     matrix = mx.load()
     spec = mx.run_spec(matrix, run)
     cfg, path = runconfig.build(matrix, profile, run, seed)
     cfg.launcher = launcher
+    distributed.prepare(cfg, launcher)
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='RNGStateHook')]
     work = mx.work_dir(profile, run, seed)
     final = mx.checkpoint(profile, run, seed)
     if final.is_file():

@@ -17,6 +17,9 @@ RUNS = mx.runs(MATRIX)
 SEEDS = PROF["seeds"]
 GPUS = PROF["gpus"]
 CLI = "python -m pipeline"
+# On GPUs, one-GPU jobs also take a device from pipeline.gpu_slots, so that on one machine they
+# never land on a device a training job holds (SLURM's own CUDA_VISIBLE_DEVICES is kept).
+ON_GPU = "" if GPUS == 0 else "python -m pipeline.gpu_slots {resources.gpu} -- "
 
 
 def rel(path):

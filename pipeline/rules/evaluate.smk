@@ -11,7 +11,7 @@ rule evaluate:
     resources:
         gpu=min(GPUS, 1),
     shell:
-        CLI + " --threads {threads} evaluate --profile {wildcards.profile} --run {wildcards.run}"
+        ON_GPU + CLI + " --threads {threads} evaluate --profile {wildcards.profile} --run {wildcards.run}"
         " --seed {wildcards.seed} > {log} 2>&1"
 
 
@@ -27,5 +27,5 @@ rule analyse:
     resources:
         gpu=min(GPUS, 1),
     shell:
-        CLI + " --threads {threads} analyse --profile {wildcards.profile} --run {wildcards.run}"
+        ON_GPU + CLI + " --threads {threads} analyse --profile {wildcards.profile} --run {wildcards.run}"
         " --seed {wildcards.seed} > {log} 2>&1"

@@ -3,22 +3,18 @@
 #
 # On CPU (profiles.<name>.gpus == 0) a run is one process. On GPUs it is one process per GPU
 # under torchrun (mmengine's `pytorch` launcher), on devices that pipeline.gpu_slots reserves
-# for it on this host (SLURM's own CUDA_VISIBLE_DEVICES is used as it is).
-TRAIN_ARGS = ("train --profile {wildcards.profile} --run {wildcards.run} --seed {wildcards.seed}")
-
-
-def threads_per_process(wildcards, threads):
-    """torch threads of each of the run's processes: the job's threads shared among its GPUs."""
-    return max(1, threads // max(GPUS, 1))
-
-
-def train_command():
-    if GPUS == 0:
-        return CLI + " --threads {threads} " + TRAIN_ARGS + " > {log} 2>&1"
-    return ("python -m pipeline.gpu_slots {resources.gpu} --"
-            " torchrun --standalone --nproc_per_node {resources.gpu}"
-            " -m pipeline --threads {params.threads_per_process} "
-            + TRAIN_ARGS + " --launcher pytorch > {log} 2>&1")
+# for it on this host (SLURM's own CUDA_VISIBLE_DEVICES is used as it is). torchrun is started
+# as `python -m torch.distributed.run`, so its workers use the same Python as the job (the
+# `torchrun` script of a base image may name another); the `--` keeps it from reading the
+# stage's options as its own (it takes `--run` for `--run-path`).
+TRAIN_STAGE = "train --profile {wildcards.profile} --run {wildcards.run} --seed {wildcards.seed}"
+TRAIN_LAUNCH = (
+    f"{CLI} --threads {{threads}} {TRAIN_STAGE}"
+    if GPUS == 0
+    else "python -m pipeline.gpu_slots {resources.gpu} --"
+    " python -m torch.distributed.run --standalone --nproc_per_node {resources.gpu}"
+    f" -m -- pipeline --threads {{params.threads_per_process}} {TRAIN_STAGE} --launcher pytorch"
+)
 
 
 rule train:
@@ -29,9 +25,10 @@ rule train:
     log:
         "work/{profile}/{run}/seed{seed}/train.log",
     params:
-        threads_per_process=threads_per_process,
+        # torch threads of each process: the job's threads shared among its GPUs
+        threads_per_process=lambda wildcards, threads: max(1, threads // max(GPUS, 1)),
     threads: 1 if GPUS == 0 else 8 * GPUS
     resources:
         gpu=GPUS,
     shell:
-        train_command()
+        f"{TRAIN_LAUNCH} > {{log}} 2>&1"

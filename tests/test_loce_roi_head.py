@@ -1,0 +1,263 @@
+"""LOCERoIHead: per-instance indicator entries from each image's own rows, memory features in the
+bbox losses but not the mask head, and a real LOCE fine-tuning iteration through the mmengine
+Runner (warm-up, freezing, finite losses) that resumes with its mean score intact."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.hooks import Hook
+from mmengine.registry import init_default_scope
+from mmengine.runner import Runner
+from mmengine.structures import InstanceData
+from mmdet.registry import MODELS
+from mmdet.structures import DetDataSample
+from mmdet.structures.mask import BitmapMasks
+from PIL import Image
+
+import loce.engine  # noqa: F401  (registers the hooks)
+import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
+from loce.models.mean_score import MeanScore
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCE_TINY = ROOT / 'configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
+NUM_CLASSES = 16
+
+
+def _tiny_loce_model():
+    cfg = Config.fromfile(str(LOCE_TINY))
+    init_default_scope('mmdet')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model
+
+
+def test_indicator_entries_come_from_each_images_own_rows():
+    head = SimpleNamespace(indicator=MeanScore(num_classes=4, alpha=0.5))
+    # image 0: 5 sampled RoIs, 2 positives on GT 0 (class 3); image 1: 3 RoIs, all positive:
+    # 1 on GT 0 (class 1), 2 on GT 1 (class 3). Then 4 memory rows: classes 2, 2, 0, 2.
+    results = [
+        SimpleNamespace(priors=torch.zeros(5, 4), pos_priors=torch.zeros(2, 4), num_gts=1,
+                        pos_gt_labels=torch.tensor([3, 3]),
+                        pos_assigned_gt_inds=torch.tensor([0, 0])),
+        SimpleNamespace(priors=torch.zeros(3, 4), pos_priors=torch.zeros(3, 4), num_gts=2,
+                        pos_gt_labels=torch.tensor([3, 1, 3]),
+                        pos_assigned_gt_inds=torch.tensor([1, 0, 1])),
+    ]
+    logits = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    probs = logits.softmax(-1)
+    from loce.models.loce_roi_head import LOCERoIHead
+    LOCERoIHead._update_indicator(head, logits, results, torch.tensor([2, 2, 0, 2]))
+
+    def blend(old, entries):
+        decay = 0.5 ** len(entries)
+        return decay * old + (1 - decay) * sum(entries) / len(entries)
+
+    inst_a = (probs[0, 3] + probs[1, 3]) / 2  # image 0, GT 0
+    inst_b = (probs[5, 3] + probs[7, 3]) / 2  # image 1, GT 1 (rows 5 and 7, not 512-based)
+    expected = [blend(0.01, [probs[10, 0]]), blend(0.01, [probs[6, 1]]),
+                blend(0.01, [(probs[8, 2] + probs[9, 2] + probs[11, 2]) / 3]),
+                blend(0.01, [inst_a, inst_b]), 0.01]
+    torch.testing.assert_close(head.indicator.scores, torch.tensor(expected))
+
+
+def _batch(num_images=2, size=128, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for _ in range(num_images):
+        inputs.append(torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8))
+        xy = torch.randint(0, size // 2, (3, 2), generator=g).float()
+        wh = torch.randint(16, size // 2, (3, 2), generator=g).float()
+        boxes = torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=1)
+        masks = np.zeros((3, size, size), dtype=np.uint8)
+        for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
+            masks[i, y1:y2, x1:x2] = 1
+        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                             pad_shape=(size, size), scale_factor=(1.0, 1.0),
+                                             batch_input_shape=(size, size)))
+        sample.gt_instances = InstanceData(
+            bboxes=boxes, labels=torch.randint(0, NUM_CLASSES, (3,), generator=g),
+            masks=BitmapMasks(masks, size, size))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def test_memory_features_reach_the_bbox_losses_but_not_the_mask_head():
+    model = _tiny_loce_model()
+    head = model.roi_head
+    seen = {}
+    bbox_forward, mask_loss = head.bbox_head.forward, head.mask_loss
+
+    def spy_bbox(feats):
+        seen['bbox_rows'] = len(feats)
+        return bbox_forward(feats)
+
+    def spy_mask(x, sampling_results, bbox_feats, batch_gt_instances):
+        seen['rois'] = sum(len(r.priors) for r in sampling_results)
+        seen['mask_bbox_feats'] = len(bbox_feats)
+        seen['mask_rois'] = sum(len(r.pos_priors) for r in sampling_results)
+        return mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
+
+    head.bbox_head.forward, head.mask_loss = spy_bbox, spy_mask
+    data = model.data_preprocessor(_batch(), True)
+    losses = model(**data, mode='loss')  # enqueue first: 16 boxes per GT, at most M=16 per class
+    classes = torch.cat([s.gt_instances.labels for s in data['data_samples']]).unique()
+    assert len(head.memory) == 16 * len(classes) and seen['bbox_rows'] > seen['rois']
+    memory_rows = seen['bbox_rows'] - seen['rois']
+    assert memory_rows % 4 == 0 and 0 < memory_rows <= 8 * 4  # k=8 classes x m=4 at most
+    assert seen['mask_bbox_feats'] == seen['rois']
+    values = [t for v in losses.values() for t in (v if isinstance(v, list) else [v])]
+    assert all(torch.isfinite(t).all() for t in values)
+
+
+def test_prediction_is_the_stock_softmax_whatever_the_mean_score():
+    """No adjustment at test time: LOCE predicts exactly as a StandardRoIHead with its weights."""
+    model = _tiny_loce_model()
+    cfg = Config.fromfile(str(LOCE_TINY)).model
+    for key in ('indicator', 'mfs'):
+        cfg.roi_head.pop(key)
+    cfg.roi_head.type = 'StandardRoIHead'
+    cfg.roi_head.bbox_head.loss_cls = dict(type='CrossEntropyLoss', use_sigmoid=False)
+    plain = MODELS.build(cfg)
+    plain.load_state_dict(model.state_dict(), strict=False)
+    model.roi_head.indicator.scores.uniform_(1e-4, 0.9)
+    outputs = []
+    for detector in (model, plain):
+        detector.eval()
+        with torch.no_grad():
+            data = detector.data_preprocessor(_batch(num_images=1, seed=3), False)
+            outputs.append(detector(**data, mode='predict')[0].pred_instances)
+    assert len(outputs[0]) > 0
+    for key in ('bboxes', 'scores', 'labels', 'masks'):
+        assert torch.equal(outputs[0][key], outputs[1][key]), key
+
+
+def test_misconfigurations_fail_naming_the_key():
+    cfg = Config.fromfile(str(LOCE_TINY)).model.roi_head
+    init_default_scope('mmdet')
+    wrong_key = cfg.copy()
+    wrong_key.mfs = dict(queue_size=80)  # the authors' name
+    with pytest.raises(TypeError, match='memory_size'):
+        MODELS.build(wrong_key)
+    second_knob = cfg.copy()
+    second_knob.bbox_head = dict(cfg.bbox_head, loss_cls=dict(
+        type='EquilibriumLoss', indicator='prior', class_counts=[1] * NUM_CLASSES))
+    with pytest.raises(ValueError, match='roi_head.indicator'):
+        MODELS.build(second_knob)
+
+
+def _fake_lvis(root, num_images=4, size=128):
+    """A minimal LVIS v1 train set: one or two rectangles (with polygons) per image."""
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    (root / 'train2017').mkdir(parents=True)
+    for image_id in range(1, num_images + 1):
+        pixels = np.full((size, size, 3), 128, dtype=np.uint8)
+        name = f'{image_id:012d}.jpg'
+        for _ in range(1 + image_id % 2):
+            x, y = rng.integers(0, size // 2, 2)
+            w, h = rng.integers(24, size // 2, 2)
+            pixels[y:y + h, x:x + w] = rng.integers(0, 255, 3)
+            annotations.append(dict(
+                id=len(annotations) + 1, image_id=image_id, bbox=[int(x), int(y), int(w), int(h)],
+                area=int(w * h), category_id=int(rng.integers(1, NUM_CLASSES + 1)),
+                segmentation=[[int(x), int(y), int(x + w), int(y), int(x + w), int(y + h),
+                               int(x), int(y + h)]]))
+        Image.fromarray(pixels).save(root / 'train2017' / name)
+        images.append(dict(id=image_id, height=size, width=size, neg_category_ids=[],
+                           not_exhaustive_category_ids=[],
+                           coco_url=f'http://images.cocodataset.org/train2017/{name}'))
+    categories = [dict(id=i, name=f'class_{i}', frequency='f', synset=f'class_{i}.n.01')
+                  for i in range(1, NUM_CLASSES + 1)]
+    (root / 'annotations').mkdir()
+    (root / 'annotations/lvis_v1_train.json').write_text(json.dumps(
+        dict(images=images, annotations=annotations, categories=categories)))
+
+
+class Probe(Hook):
+    """Snapshots around the first training iteration."""
+
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.seen = []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        head = runner.model.roi_head
+        self.params = {n: p.detach().clone() for n, p in runner.model.named_parameters()}
+        self.stats = {n: b.clone() for n, b in runner.model.named_buffers() if 'running' in n}
+        self.seen.append(dict(memory=len(head.memory), scores=head.indicator.scores.clone(),
+                              iter=runner.iter))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.outputs = outputs
+        self.changed = {n: not torch.equal(self.params[n], p)
+                        for n, p in runner.model.named_parameters()}
+        self.stats_changed = [n for n, b in runner.model.named_buffers()
+                              if 'running' in n and not torch.equal(self.stats[n], b)]
+
+
+def _runner(tmp_path, data_root, max_epochs, probe, **overrides):
+    cfg = Config.fromfile(str(LOCE_TINY))
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.train_dataloader.dataset.data_root = str(data_root) + '/'
+    cfg.train_dataloader.batch_size = 2
+    cfg.train_cfg.max_epochs = max_epochs
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.default_hooks.logger.interval = 1
+    cfg.merge_from_dict(overrides)
+    runner = Runner.from_cfg(cfg)
+    runner.register_hook(probe)
+    return runner
+
+
+@pytest.fixture(scope='module')
+def first_epoch(tmp_path_factory):
+    """One epoch of LOCE fine-tuning = one iteration (2 images, batch 2), from random weights."""
+    tmp_path = tmp_path_factory.mktemp('loce')
+    _fake_lvis(tmp_path / 'data', num_images=2)
+    probe = Probe()
+    runner = _runner(tmp_path, tmp_path / 'data', 1, probe)
+    runner.train()
+    return SimpleNamespace(tmp_path=tmp_path, probe=probe, runner=runner)
+
+
+def test_one_loce_fine_tuning_iteration(first_epoch):
+    probe, model = first_epoch.probe, first_epoch.runner.model
+    assert len(probe.seen) == 1 and probe.seen[0]['memory'] > 0  # warm-up filled the memory
+    losses = {k: v for k, v in probe.outputs.items() if k.startswith('loss')}
+    assert {'loss_cls', 'loss_bbox', 'loss_mask', 'loss_rpn_cls'} <= set(losses)
+    assert all(torch.isfinite(torch.as_tensor(v)).all() for v in losses.values())
+    frozen = ('backbone.', 'neck.', 'roi_head.bbox_head.shared_fcs.')
+    trainable = ('rpn_head.', 'roi_head.bbox_head.fc_cls.', 'roi_head.bbox_head.fc_reg.',
+                 'roi_head.mask_head.')
+    for name, param in model.named_parameters():
+        assert param.requires_grad == name.startswith(trainable), name
+        if name.startswith(frozen):
+            assert not probe.changed[name], f'{name} changed though frozen'
+    assert probe.stats_changed == []  # frozen BatchNorm stays in eval mode
+    for name in ('rpn_head.rpn_conv.weight', 'roi_head.bbox_head.fc_cls.weight',
+                 'roi_head.bbox_head.fc_reg.weight', 'roi_head.mask_head.convs.0.conv.weight',
+                 'roi_head.mask_head.conv_logits.weight'):
+        assert probe.changed[name], f'{name} did not train'
+    # the mean score moved during the iteration, and it is in the checkpoint
+    assert not torch.equal(probe.seen[0]['scores'], model.roi_head.indicator.scores)
+    state = torch.load(first_epoch.tmp_path / 'work/epoch_1.pth', weights_only=False)
+    torch.testing.assert_close(state['state_dict']['roi_head.indicator.scores'],
+                               model.roi_head.indicator.scores)
+
+
+def test_resume_refills_the_memory_and_keeps_the_mean_score(first_epoch, monkeypatch):
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoint
+    checkpoint = first_epoch.tmp_path / 'work/epoch_1.pth'
+    saved = torch.load(checkpoint, weights_only=False)['state_dict']['roi_head.indicator.scores']
+    probe = Probe()
+    runner = _runner(first_epoch.tmp_path, first_epoch.tmp_path / 'data', 2, probe,
+                     resume=True, load_from=str(checkpoint))
+    runner.train()
+    assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] > 0
+    torch.testing.assert_close(probe.seen[0]['scores'], saved)

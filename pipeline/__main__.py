@@ -27,7 +27,7 @@ def _per_seed(stage):
 def _train(args):
     from .train import train
     for seed in _seeds(args):
-        train(args.profile, args.run, seed, launcher=args.launcher)
+        train(args.profile, args.run, seed, launcher=args.launcher, cfg_options=args.cfg_options)
 
 
 def _evaluate(args):
@@ -72,6 +72,14 @@ def _subset(args):
     subset(Path(args.src), Path(args.dst), num_images=args.num_images, seed=args.seed)
 
 
+class _DictAction(argparse.Action):
+    """KEY=VALUE pairs, parsed as mmengine's --cfg-options are (imported only when used)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from mmengine.config import DictAction
+        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m pipeline', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,6 +119,8 @@ def parser() -> argparse.ArgumentParser:
         if name == 'train':
             s.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm'],
                            help='pytorch under torchrun, slurm under srun')
+            s.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
+                           metavar='KEY=VALUE', help='config overrides beyond the matrix\'s')
         s.set_defaults(func=func)
 
     s = sub.add_parser('aggregate', help='Tables 1-5, Figure 4 and REPORT.md of a profile')

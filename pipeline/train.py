@@ -14,7 +14,9 @@ from . import atomic, distributed, provenance, runconfig
 from . import matrix as mx
 
 
-def train(profile: str, run: str, seed: int, *, launcher: str = 'none') -> dict:
+def train(profile: str, run: str, seed: int, *, launcher: str = 'none',
+          cfg_options: dict | None = None) -> dict:
+    """cfg_options: extra overrides on top of the matrix's (recorded in the provenance)."""
     from mmengine.runner import Runner, find_latest_checkpoint
 
     from . import rng_state  # noqa: F401  (registers RNGStateHook)
@@ -22,6 +24,7 @@ def train(profile: str, run: str, seed: int, *, launcher: str = 'none') -> dict:
     matrix = mx.load()
     spec = mx.run_spec(matrix, run)
     cfg, path = runconfig.build(matrix, profile, run, seed)
+    cfg.merge_from_dict(cfg_options or {})
     cfg.launcher = launcher
     distributed.prepare(cfg, launcher)
     cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='RNGStateHook')]

@@ -67,12 +67,13 @@ def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(checko
     """Kill a pretrain after its first epoch checkpoint; the rerun resumes and gives the same weights."""
     if not (checkout / 'data' / 'smoke' / 'lvis_v1').is_dir():
         _run([sys.executable, '-m', 'pipeline', 'data', '--profile', 'smoke'], checkout, check=True)
+    # two epochs, so that there is an epoch checkpoint to resume from before the end
     cmd = [sys.executable, '-m', 'pipeline', '--threads', '1', 'train', '--profile', 'smoke',
-           '--run', 'r50_v05']
+           '--run', 'r50_v05', '--seed', '7', '--cfg-options', 'train_cfg.max_epochs=2']
     work = checkout / 'work' / 'smoke' / 'r50_v05'
     shutil.rmtree(work, ignore_errors=True)
 
-    job = subprocess.Popen([*cmd, '--seed', '7'], cwd=checkout, env=ENV, stdout=subprocess.DEVNULL,
+    job = subprocess.Popen(cmd, cwd=checkout, env=ENV, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, start_new_session=True)
     first = work / 'seed7' / 'epoch_1.pth'
     deadline = time.time() + 600
@@ -84,15 +85,15 @@ def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(checko
     job.wait()
     assert not (work / 'seed7' / 'final.pth').exists()
 
-    resumed = _run([*cmd, '--seed', '7'], checkout)
+    resumed = _run(cmd, checkout)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert 'resuming from' in resumed.stdout
-    finished = _run([*cmd, '--seed', '7'], checkout, check=True)
+    finished = _run(cmd, checkout, check=True)
     assert 'nothing to do' in finished.stdout
 
     shutil.copytree(work / 'seed7', work / 'seed7-killed')
     shutil.rmtree(work / 'seed7')
-    _run([*cmd, '--seed', '7'], checkout, check=True)
+    _run(cmd, checkout, check=True)
 
     def weights(path):
         return torch.load(path, map_location='cpu', weights_only=False)['state_dict']

@@ -3,7 +3,7 @@ _base_ = ['../ablations/ce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py', './_
 
 model = _base_.tiny_model
 
-train_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_train_set_v1)
+train_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_finetune_set_v1)
 val_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_val_set_v1)
 test_dataloader = val_dataloader
 val_evaluator = _base_.tiny_evaluator_v1

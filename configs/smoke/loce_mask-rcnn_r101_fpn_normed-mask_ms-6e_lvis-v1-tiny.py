@@ -6,7 +6,7 @@ model = dict(
     backbone=dict(_base_.tiny_model.backbone, depth=34),
     roi_head=dict(_base_.tiny_model.roi_head, mfs=_base_.tiny_mfs))
 
-train_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_train_set_v1)
+train_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_finetune_set_v1)
 val_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_val_set_v1)
 test_dataloader = val_dataloader
 val_evaluator = _base_.tiny_evaluator_v1

@@ -36,6 +36,8 @@ from pathlib import Path, PurePosixPath
 import yaml
 from tqdm import tqdm
 
+from .. import atomic
+
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / 'sources.yaml'
 LOCK = HERE / 'sources.lock.json'
@@ -73,13 +75,6 @@ def _read_lock(path):
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise FetchError(f'{path}: not valid JSON ({err}); restore it from git') from None
-
-
-def _write_json(path, payload):
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + '\n')
-    os.replace(tmp, path)
 
 
 def file_digests(path, with_md5=False):
@@ -222,7 +217,7 @@ def _verified(path, locked):
         return True
     if file_digests(path)[0] != locked['sha256']:
         return False
-    _write_json(stamp, seen)
+    atomic.write_json(stamp, seen)
     return True
 
 
@@ -334,11 +329,11 @@ def fetch(data_root, *, datasets=DATASETS, base_url=None, sources_file=SOURCES, 
                            progress=progress)
             if not locked:
                 lock['files'][name] = dict(sha256=got['sha256'], size=got['size'])
-                _write_json(lock_file, lock)
+                atomic.write_json(lock_file, lock)
             summary[name] = dict(status='downloaded', sha256=got['sha256'],
                                  transferred=got['transferred'])
         entries = extract(archive, target)
-        _write_json(marker, dict(sha256=summary[name]['sha256'], entries=entries))
+        atomic.write_json(marker, dict(sha256=summary[name]['sha256'], entries=entries))
     for d in datasets:
         for link, target in sources['datasets'][d]['links'].items():
             _link(data_root, link, target)

@@ -11,10 +11,11 @@ its `neg_category_ids` and `not_exhaustive_category_ids`. File names are unchang
 subset JSON can sit next to the original and use the same image folders.
 """
 import json
-import os
 import random
 import time
 from pathlib import Path
+
+from .. import atomic
 
 GROUPS = ('r', 'c', 'f')
 
@@ -80,10 +81,7 @@ def subset(src_json, dst_json, *, num_images, seed):
     out['images'] = [img for img in data['images'] if img['id'] in keep]
     out['annotations'] = [a for a in data['annotations'] if a['image_id'] in keep]
     dst_json = Path(dst_json)
-    dst_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst_json.with_name(f'.{dst_json.name}.tmp')
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, dst_json)
+    atomic.write_text(dst_json, json.dumps(out))
     group_of = {c['id']: c['frequency'] for c in data['categories']}
     present = {a['category_id'] for a in out['annotations']}
     return dict(src=str(src_json), dst=str(dst_json), seed=seed, images=len(out['images']),

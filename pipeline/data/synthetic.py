@@ -22,7 +22,6 @@ LVISV05Dataset cuts COCO-2014-style names to their last 16 characters (<id:012d>
 joins them to data_prefix 'train2017/' or 'val2017/', as in mmdet's lvis_v0.5 base config, so
 both versions read the same image files. The v0.5 variant carries the same annotations.
 """
-import json
 import math
 import os
 import shutil
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .. import atomic
 
 COCO_HOST = 'http://images.cocodataset.org/'
 SMOKE_ROOT = 'data/smoke'  # the smoke configs' data roots are data/smoke/lvis_v1/ and lvis_v0.5/
@@ -291,12 +292,6 @@ def _categories(design, train_annotations):
             for k, d in enumerate(design)]
 
 
-def _write_json(path, payload):
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
-
-
 def _as_v05(images, split):
     """v0.5 images name their file COCO-2014 style (LVISV05Dataset keeps the last 16 chars)."""
     return [dict(img, file_name=f"COCO_{split}2014_{img['id']:012d}.jpg") for img in images]
@@ -348,10 +343,10 @@ def synthesize(out_root, *, seed, num_train=300, num_val=60, image_size=128, num
                     settings=settings)
         for split, images, anns in (('train', train_images, train_anns),
                                     ('val', val_images, val_anns)):
-            _write_json(v1 / 'annotations' / f'lvis_v1_{split}.json',
+            atomic.write_json(v1 / 'annotations' / f'lvis_v1_{split}.json',
                         dict(info=info, licenses=[], images=images, annotations=anns,
                              categories=categories))
-            _write_json(v05 / 'annotations' / f'lvis_v0.5_{split}.json',
+            atomic.write_json(v05 / 'annotations' / f'lvis_v0.5_{split}.json',
                         dict(info=info, licenses=[], images=_as_v05(images, split),
                              annotations=anns, categories=categories))
             os.symlink(f'../lvis_v1/{split}2017', v05 / f'{split}2017')
@@ -366,7 +361,7 @@ def synthesize(out_root, *, seed, num_train=300, num_val=60, image_size=128, num
             raise ValueError(f"settings {settings} gave frequency groups {summary['frequency']}: "
                              'all of r, c and f must be present; adjust rare_share or '
                              'num_categories')
-        _write_json(tmp_root / 'synthetic.json', summary)
+        atomic.write_json(tmp_root / 'synthetic.json', summary)
         old = out_root.with_name(f'.{out_root.name}.old-{os.getpid()}')
         if out_root.exists():
             os.replace(out_root, old)

@@ -165,11 +165,17 @@ def test_size_categories_and_imbalance_are_parameters(tmp_path):
 
 
 def test_refuses_to_replace_a_foreign_folder(tmp_path):
-    (tmp_path / 'data').mkdir()
-    (tmp_path / 'data' / 'lvis_v1').mkdir()
+    (tmp_path / 'data' / 'lvis_v1').mkdir(parents=True)
+    (tmp_path / 'data' / 'lvis_v1' / 'mine.txt').write_text('keep me')
     with pytest.raises(ValueError, match='refusing'):
         synthesize(tmp_path / 'data', seed=0, **smoke_settings())
-    assert (tmp_path / 'data' / 'lvis_v1').is_dir()
+    assert (tmp_path / 'data' / 'lvis_v1' / 'mine.txt').read_text() == 'keep me'
+
+
+def test_fills_the_empty_folders_a_workflow_manager_made_for_its_outputs(tmp_path):
+    (tmp_path / 'data' / 'lvis_v1' / 'annotations').mkdir(parents=True)
+    synthesize(tmp_path / 'data', seed=0, **smoke_settings())
+    assert (tmp_path / 'data' / 'lvis_v1' / 'annotations' / 'lvis_v1_train.json').is_file()
 
 
 @pytest.mark.parametrize('version', ['v1', 'v0.5'])

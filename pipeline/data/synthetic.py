@@ -323,7 +323,9 @@ def synthesize(out_root, *, seed, num_train=300, num_val=60, image_size=128, num
     val_counts = np.maximum(val_min_images, np.rint(train_counts * num_val / num_train)).astype(int)
 
     out_root = Path(out_root)
-    if out_root.exists() and any(out_root.iterdir()) and not (out_root / 'synthetic.json').exists():
+    # Empty folders are not data: workflow managers create the outputs' folders before a job.
+    holds_files = out_root.exists() and any(p.is_file() or p.is_symlink() for p in out_root.rglob('*'))
+    if holds_files and not (out_root / 'synthetic.json').exists():
         raise ValueError(f'{out_root} exists and was not written by synthesize (no '
                          'synthetic.json): refusing to replace it; choose another out_root')
     out_root.parent.mkdir(parents=True, exist_ok=True)

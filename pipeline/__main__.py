@@ -17,13 +17,6 @@ def _seeds(args) -> list[int]:
     return [args.seed] if args.seed is not None else mx.profile(mx.load(), args.profile)['seeds']
 
 
-def _per_seed(stage):
-    def run(args):
-        for seed in _seeds(args):
-            stage(args.profile, args.run, seed)
-    return run
-
-
 def _train(args):
     from .train import train
     for seed in _seeds(args):
@@ -32,12 +25,14 @@ def _train(args):
 
 def _evaluate(args):
     from .evaluate import evaluate
-    _per_seed(evaluate)(args)
+    for seed in _seeds(args):
+        evaluate(args.profile, args.run, seed)
 
 
 def _analyse(args):
     from .analyse import analyse
-    _per_seed(analyse)(args)
+    for seed in _seeds(args):
+        analyse(args.profile, args.run, seed)
 
 
 def _aggregate(args):

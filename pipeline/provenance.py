@@ -13,12 +13,17 @@ PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmdet', 'numpy', 'faster-coco-eval', '
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout, or (None, None) outside git."""
+    """(commit, dirty) of the checkout, or (None, None) outside git.
+
+    Dirty means the code differs from the commit: results/, which the pipeline itself
+    rewrites, does not count.
+    """
     def git(*args):
         return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     try:
         commit = git('rev-parse', 'HEAD').strip()
-        dirty = bool(git('status', '--porcelain', '--untracked-files=no').strip())
+        dirty = bool(git('status', '--porcelain', '--untracked-files=no', '--', '.',
+                         ':(exclude)results').strip())
     except (OSError, subprocess.CalledProcessError):
         return None, None
     return commit, dirty

@@ -1,0 +1,26 @@
+# Smoke twin of the full config named first in _base_, shrunk for CPU by _base_/tiny.py.
+_base_ = [
+    '../baselines/mask-rcnn_r101_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1.py',
+    './_base_/tiny.py',
+]
+
+model = dict(
+    _base_.tiny_model,
+    backbone=dict(_base_.tiny_model.backbone, depth=34))
+
+train_dataloader = dict(
+    _base_.tiny_loader,
+    dataset=dict(oversample_thr=_base_.tiny_rfs_thr, dataset=_base_.tiny_train_set_v1))
+val_dataloader = dict(_base_.tiny_loader, dataset=_base_.tiny_val_set_v1)
+test_dataloader = val_dataloader
+val_evaluator = _base_.tiny_evaluator_v1
+test_evaluator = val_evaluator
+
+train_cfg = _base_.tiny_pretrain_cfg
+# The repeats make an epoch ~309 iterations on the smoke data: steps at 2/3, 11/12.
+param_scheduler = [
+    _base_.tiny_pretrain_schedule[0],
+    dict(_base_.tiny_pretrain_schedule[1], end=309, milestones=[206, 283]),
+]
+default_hooks = _base_.tiny_hooks
+auto_scale_lr = _base_.tiny_auto_scale_lr

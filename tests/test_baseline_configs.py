@@ -1,0 +1,310 @@
+"""The Table 5 baseline configs (configs/baselines/, smoke twins in configs/smoke/): each loads and
+builds through the registry, carries its method's recipe (the RECIPES table below, which is also
+the list the experiment matrix is written from), keeps it in its smoke twin, scores with the
+right activation through the stock bbox head, and the decoupled ones train only the classifier
+on top of a stage-1 checkpoint."""
+import copy
+import functools
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.registry import MODELS
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.runner.checkpoint import load_state_dict
+
+import loce  # noqa: F401  (registers the losses and hooks)
+from loce.engine.freeze_hook import freeze_except
+
+CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
+STAGE1 = {'r50_v1': 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1',
+          'r101_v1': 'mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1',
+          'r50_v05': 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5'}
+CLASSIFIER = ('roi_head.bbox_head.fc_cls', )
+
+
+def _recipe(block, method, loss, schedule, sampler='random', mask='NormedConv2d',
+            classifier='Linear', decoupled=False, statistics=False):
+    return dict(block=block, method=method, loss=loss, schedule=schedule, sampler=sampler,
+                mask=mask, classifier=classifier, decoupled=decoupled, statistics=statistics)
+
+
+TWO_X = ('epochs', 24, [16, 22])
+RECIPES = {
+    'mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v0.5':
+        _recipe('r50_v05', 'RFS', 'CrossEntropyLoss', TWO_X, sampler='rfs'),
+    'mask-rcnn_r101_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1':
+        _recipe('r101_v1', 'RFS', 'CrossEntropyLoss', TWO_X, sampler='rfs'),
+    'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5':
+        _recipe('r50_v05', 'EQL', 'EqualizationLoss', TWO_X, statistics=True),
+    'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1':
+        _recipe('r50_v1', 'EQL', 'EqualizationLoss', TWO_X, statistics=True),
+    'eql_mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1':
+        _recipe('r101_v1', 'EQL', 'EqualizationLoss', TWO_X, statistics=True),
+    'eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5':
+        _recipe('r50_v05', 'EQL v2', 'EqualizationLossV2', TWO_X),
+    'eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1':
+        _recipe('r50_v1', 'EQL v2', 'EqualizationLossV2', TWO_X),
+    'eqlv2_mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1':
+        _recipe('r101_v1', 'EQL v2', 'EqualizationLossV2', TWO_X),
+    'seesaw-loss_mask-rcnn_r50_fpn_random-ms-1x_lvis-v1':
+        _recipe('r50_v1', 'Seesaw Loss', 'SeesawLoss', ('epochs', 12, [8, 11]), mask='Conv',
+                classifier='NormedLinear'),
+    'seesaw-loss_mask-rcnn_r101_fpn_random-ms-2x_lvis-v1':
+        _recipe('r101_v1', 'Seesaw Loss', 'SeesawLoss', TWO_X, mask='Conv',
+                classifier='NormedLinear'),
+    'seesaw-loss_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1':
+        _recipe('r50_v1', 'Seesaw Loss (random, normed mask; beyond the paper)', 'SeesawLoss',
+                TWO_X, classifier='NormedLinear'),
+    'ecm_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1':
+        _recipe('r50_v1', 'ECM Loss (beyond the paper)', 'EffectiveClassMarginLoss',
+                ('epochs', 24, [20, 22]), sampler='rfs', classifier='NormedLinear',
+                statistics=True),
+    'bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5':
+        _recipe('r50_v05', 'BAGS', 'GroupSoftmaxLoss', ('epochs', 12, [8, 11]),
+                decoupled=True, statistics=True),
+    'bags_mask-rcnn_r101_fpn_normed-mask_ms-12e_lvis-v1':
+        _recipe('r101_v1', 'BAGS', 'GroupSoftmaxLoss', ('epochs', 12, [8, 11]),
+                decoupled=True, statistics=True),
+    'balms_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-22k_lvis-v0.5':
+        _recipe('r50_v05', 'BALMS (Balanced Softmax, no meta re-weighter)',
+                'BalancedSoftmaxLoss', ('iters', 22000, [11000, 18000]), sampler='rfs',
+                decoupled=True, statistics=True),
+}
+STEMS = sorted(RECIPES)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path):
+    return Config.fromfile(path)
+
+
+def _config(path):
+    """A private copy (the tests edit theirs) of a config parsed once per session."""
+    return copy.deepcopy(_load(str(path)))
+
+
+def _full(stem):
+    return _config(CONFIGS / 'baselines' / f'{stem}.py')
+
+
+def _twin(stem):
+    return _config(CONFIGS / 'smoke' / f'{stem}-tiny.py')
+
+
+def _build(cfg):
+    cfg.model.backbone.init_cfg = None  # build without fetching ImageNet weights
+    init_default_scope('mmdet')
+    return MODELS.build(cfg.model)
+
+
+def test_every_baseline_is_in_the_table_and_has_a_smoke_twin():
+    assert sorted(p.stem for p in (CONFIGS / 'baselines').glob('*.py')) == STEMS
+    for stem in STEMS:
+        assert (CONFIGS / 'smoke' / f'{stem}-tiny.py').is_file(), stem
+
+
+@pytest.mark.parametrize('smoke', [False, True], ids=['full', 'smoke'])
+@pytest.mark.parametrize('stem', STEMS)
+def test_config_loads_and_its_model_builds(stem, smoke):
+    cfg = _twin(stem) if smoke else _full(stem)
+    assert cfg.custom_imports == dict(imports=['loce'], allow_failed_imports=False)
+    for key in ('val_evaluator', 'test_evaluator'):
+        assert cfg[key].type == 'FastLVISMetric' and cfg[key].metric == ['bbox', 'segm']
+    assert cfg.model.test_cfg.rcnn.score_thr == 0.0001
+    assert cfg.train_dataloader.batch_size == 2 and 'seed' in cfg.randomness
+    model = _build(cfg)
+    head = model.roi_head.bbox_head
+    classes = 16 if smoke else 1230 if 'v0.5' in stem else 1203
+    assert head.num_classes == classes == model.roi_head.mask_head.num_classes
+    assert getattr(head.loss_cls, 'num_classes', classes) == classes
+    assert type(head.loss_cls).__name__ == RECIPES[stem]['loss']
+    assert model.backbone.depth == ((101 if 'r101' in stem else 50) if not smoke
+                                    else (34 if 'r101' in stem else 18))
+
+
+def _hook_types(cfg):
+    return [h.type for h in cfg.get('custom_hooks', [])]
+
+
+def _predictors(cfg):
+    """(mask predictor, classifier) types; unset means mmdet's defaults, Conv and Linear."""
+    head = cfg.model.roi_head
+    return (head.mask_head.get('predictor_cfg', dict(type='Conv'))['type'],
+            head.bbox_head.get('cls_predictor_cfg', dict(type='Linear'))['type'])
+
+
+@pytest.mark.parametrize('stem', STEMS)
+def test_full_config_follows_its_recipe(stem):
+    recipe, cfg = RECIPES[stem], _full(stem)
+    kind, length, milestones = recipe['schedule']
+    steps = cfg.param_scheduler[1]
+    if kind == 'epochs':
+        assert cfg.train_cfg.type == 'EpochBasedTrainLoop' and cfg.train_cfg.max_epochs == length
+        assert steps.by_epoch and steps.end == length
+    else:
+        assert cfg.train_cfg.type == 'IterBasedTrainLoop' and cfg.train_cfg.max_iters == length
+        assert not steps.by_epoch and steps.end == length
+        assert not cfg.default_hooks.checkpoint.by_epoch and not cfg.log_processor.by_epoch
+    assert steps.milestones == milestones
+    assert cfg.train_cfg.val_interval == length  # evaluated once, at the end
+    dataset = cfg.train_dataloader.dataset
+    assert (dataset.type == 'ClassBalancedDataset') == (recipe['sampler'] == 'rfs')
+    if recipe['sampler'] == 'rfs':
+        assert dataset.oversample_thr == 1e-3
+    assert _predictors(cfg) == (recipe['mask'], recipe['classifier'])
+    assert cfg.model.roi_head.type == 'StandardRoIHead'
+    hooks = _hook_types(cfg)
+    assert ('ClassStatisticsHook' in hooks) == recipe['statistics']
+    if recipe['decoupled']:
+        assert hooks[0] == 'FreezeRepresentationHook'
+        assert tuple(cfg.custom_hooks[0].trainable) == CLASSIFIER
+        assert cfg.model.backbone.init_cfg is None  # every other weight comes from stage 1
+    else:
+        assert 'FreezeRepresentationHook' not in hooks
+    assert 'load_from' not in cfg or cfg.load_from is None  # the pipeline hands it in
+    assert 'find_unused_parameters' not in cfg
+
+
+def test_recipe_details_from_the_reference_code():
+    v1 = _full('eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1').model.roi_head
+    assert v1.bbox_head.loss_cls.lambda_ == 1.1e-3
+    v05 = _full('eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5').model.roi_head
+    assert v05.bbox_head.loss_cls.lambda_ == 1.77e-3
+    assert v05.bbox_head.init_cfg[0].bias_prob == 0.001
+    seesaw = _full('seesaw-loss_mask-rcnn_r101_fpn_random-ms-2x_lvis-v1').model.roi_head
+    assert (seesaw.bbox_head.loss_cls.p, seesaw.bbox_head.loss_cls.q) == (0.8, 2.0)
+    assert seesaw.bbox_head.cls_predictor_cfg.tempearture == 20
+    eqlv2 = _full('eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1').model.roi_head
+    assert (eqlv2.bbox_head.loss_cls.mu, eqlv2.bbox_head.loss_cls.alpha,
+            eqlv2.bbox_head.loss_cls.gamma) == (0.8, 4.0, 12)
+    ecm = _full('ecm_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1')
+    assert ecm.model.roi_head.bbox_head.loss_cls.fg_bg_ratio == 6.3313
+    assert ecm.optim_wrapper.clip_grad.max_norm == 5
+    assert (ecm.param_scheduler[0].start_factor, ecm.param_scheduler[0].end) == (1e-4, 10000)
+    bags = _full('bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5')
+    assert bags.model.roi_head.bbox_head.loss_cls.beta == 8
+    assert tuple(bags.model.roi_head.bbox_head.loss_cls.bin_split) == (10, 100, 1000)
+    assert bags.optim_wrapper.optimizer.lr == 0.01 and bags.optim_wrapper.clip_grad.max_norm == 35
+    assert bags.param_scheduler[0].start_factor == pytest.approx(1 / 3)
+    balms = _full('balms_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-22k_lvis-v0.5')
+    assert balms.optim_wrapper.optimizer.lr == 0.02
+    assert (balms.param_scheduler[0].end, balms.param_scheduler[0].start_factor) == (1000, 1e-3)
+
+
+@pytest.mark.parametrize('stem', STEMS)
+def test_smoke_twin_runs_the_same_row_shrunk(stem):
+    full, twin = _full(stem), _twin(stem)
+    assert twin.get('custom_hooks') == full.get('custom_hooks')
+    assert twin.train_dataloader.dataset.type == full.train_dataloader.dataset.type
+    assert twin.train_cfg.type == full.train_cfg.type
+    assert _predictors(twin) == _predictors(full)
+    assert twin.model.roi_head.bbox_head.loss_cls.type == RECIPES[stem]['loss']
+    kind, _, _ = RECIPES[stem]['schedule']
+    if kind == 'epochs':
+        assert twin.train_cfg.max_epochs == 1 and twin.train_cfg.val_begin > 1
+    else:
+        assert twin.train_cfg.val_begin > twin.train_cfg.max_iters
+    assert twin.param_scheduler[1].end in (75, 150, 309)
+
+
+def _statistics(loss, num_classes):
+    counts = torch.arange(1, num_classes + 1) * 3
+    loss.set_class_statistics(image_counts=counts, instance_counts=counts * 2,
+                              num_images=int(counts.sum()))
+
+
+@pytest.mark.parametrize('stem', STEMS)
+def test_the_stock_bbox_head_scores_with_the_loss_activation(stem):
+    """What FastLVISMetric sees: predict_by_feat's C + 1 scores, background last."""
+    model = _build(_twin(stem))
+    head = model.roi_head.bbox_head
+    if RECIPES[stem]['statistics']:
+        _statistics(head.loss_cls, head.num_classes)
+    torch.manual_seed(5)
+    cls_score, bbox_pred = head(torch.randn(6, 64, 7, 7))
+    rois = torch.cat([torch.zeros(6, 1), torch.rand(6, 2) * 20, torch.rand(6, 2) * 20 + 30], 1)
+    scores = head.predict_by_feat((rois,), (cls_score,), (bbox_pred,),
+                                  [dict(img_shape=(64, 64), scale_factor=(1.0, 1.0))],
+                                  rcnn_test_cfg=None)[0].scores
+    assert scores.shape == (6, head.num_classes + 1)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    if RECIPES[stem]['loss'] == 'CrossEntropyLoss':
+        torch.testing.assert_close(scores, F.softmax(cls_score, dim=1))
+    else:
+        torch.testing.assert_close(scores, head.loss_cls.get_activation(cls_score))
+
+
+@pytest.mark.parametrize('stem', [s for s in STEMS if RECIPES[s]['decoupled']])
+def test_decoupled_rows_train_only_the_classifier_over_a_stage1_model(stem):
+    twin = _twin(stem)
+    stage1 = _build(_config(CONFIGS / 'smoke' / f'{STAGE1[RECIPES[stem]["block"]]}-tiny.py'))
+    model = _build(twin)
+    init_fc_cls = model.roi_head.bbox_head.fc_cls.weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        load_state_dict(model, stage1.state_dict(), strict=False)
+    # the classifier's shape differs from stage 1's softmax one: it keeps its initialisation
+    assert torch.equal(model.roi_head.bbox_head.fc_cls.weight, init_fc_cls)
+    assert torch.equal(model.roi_head.bbox_head.shared_fcs[0].weight,
+                       stage1.roi_head.bbox_head.shared_fcs[0].weight)
+    freeze_except(model, tuple(twin.custom_hooks[0].trainable))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {'roi_head.bbox_head.fc_cls.weight', 'roi_head.bbox_head.fc_cls.bias'}
+
+
+def _relocate(cfg, root):
+    """The smoke configs read data/smoke/<dataset>/; point them at a synthesized copy."""
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                node[key] = walk(value)
+        elif isinstance(node, list):
+            return [walk(v) for v in node]
+        elif isinstance(node, str) and node.startswith('data/smoke/'):
+            return str(root) + '/' + node[len('data/smoke/'):]
+        return node
+    for key in list(cfg.keys()):
+        cfg[key] = walk(cfg[key])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('stem', ['bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5',
+                                  'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1'])
+def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp_path):
+    from mmengine.runner import Runner
+
+    from pipeline.data.subset import subset
+    from pipeline.data.synthetic import smoke_settings, synthesize
+
+    data = tmp_path / 'data'
+    synthesize(data, seed=0, **smoke_settings())
+    for version in ('lvis_v1', 'lvis_v0.5'):
+        annotations = data / version / 'annotations'
+        subset(annotations / f'{version}_train.json',
+               annotations / f'{version}_train_finetune.json', num_images=150, seed=0)
+    cfg = _twin(stem)
+    _relocate(cfg, data)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=3, val_begin=4)
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=3)
+    cfg.test_dataloader.dataset.indices = 4
+    if RECIPES[stem]['decoupled']:
+        stage1 = _build(_config(
+            CONFIGS / 'smoke' / f'{STAGE1[RECIPES[stem]["block"]]}-tiny.py'))
+        torch.save(dict(state_dict=stage1.state_dict(), meta={}), tmp_path / 'stage1.pth')
+        cfg.load_from = str(tmp_path / 'stage1.pth')
+    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoints only
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    metrics = runner.test()
+    assert {'lvis/bbox_AP', 'lvis/segm_AP', 'lvis/bbox_APr'} <= set(metrics)
+    saved = torch.load(tmp_path / 'work' / 'iter_3.pth', map_location='cpu',
+                       weights_only=False)['state_dict']
+    statistic = {'GroupSoftmaxLoss': 'instance_counts',
+                 'EqualizationLoss': 'image_frequency'}[RECIPES[stem]['loss']]
+    assert saved[f'roi_head.bbox_head.loss_cls.{statistic}'].sum() > 0

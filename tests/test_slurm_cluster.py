@@ -1,0 +1,191 @@
+"""A real one-node SLURM cluster (tests/slurm_cluster.py) runs batch jobs, delivers SIGTERM to a
+cancelled job, and runs a Snakemake workflow through the SLURM executor plugin, resubmitting a
+failed and a cancelled job. That proves the plugin version the dev extra pins works with Debian
+12's SLURM 22.05 before the pipeline's own DAG goes through it. The tests that start daemons are
+marked slow; the quick ones check that the cluster is skipped, with the reason, where it cannot
+run, and that installing the packages starts no system daemon.
+"""
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import slurm_cluster
+from slurm_cluster import one_node_cluster, running_daemons
+
+PLUGIN = 'snakemake-executor-plugin-slurm==2.8.0'
+
+
+@pytest.fixture(scope='module')
+def cluster():
+    with one_node_cluster() as running:
+        yield running
+
+
+def _wait_for(condition, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f'no {what} after {timeout} s'
+        time.sleep(0.2)
+
+
+def _pgrep(pattern):
+    return subprocess.run(['pgrep', '-f', pattern], capture_output=True, text=True).stdout.split()
+
+
+def _states(cluster, *job_ids):
+    """{job id: state} from squeue, which keeps ended jobs for MinJobAge."""
+    out = cluster.run('squeue', '--states=all', '-h', '-o', '%i|%T', '-j', ','.join(job_ids))
+    return dict(line.split('|') for line in out.stdout.split())
+
+
+def test_skips_with_the_reason_when_not_root(monkeypatch):
+    monkeypatch.setattr(slurm_cluster.os, 'geteuid', lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match='needs root'):
+        slurm_cluster.require_slurm()
+
+
+def test_skips_with_the_reason_when_slurm_is_missing_and_cannot_be_installed(monkeypatch,
+                                                                            tmp_path):
+    monkeypatch.setattr(slurm_cluster.os, 'geteuid', lambda: 0)
+    monkeypatch.setattr(slurm_cluster, 'COMMANDS', ('loce-no-such-daemon',))
+    monkeypatch.setenv('PATH', str(tmp_path))  # no apt-get either
+    with pytest.raises(pytest.skip.Exception, match='loce-no-such-daemon missing.*no apt-get'):
+        slurm_cluster.require_slurm()
+
+
+def test_package_install_is_kept_from_starting_system_daemons(monkeypatch, tmp_path):
+    policy = tmp_path / 'policy-rc.d'
+    monkeypatch.setattr(slurm_cluster, 'POLICY_RC', policy)
+    with slurm_cluster._services_not_started():
+        denied = subprocess.run([str(policy), 'munge', 'start'])
+        assert denied.returncode == 101  # invoke-rc.d: "action forbidden by policy"
+    assert not policy.exists()
+
+    policy.write_text('#!/bin/sh\nexit 0\n')
+    with slurm_cluster._services_not_started():
+        pass
+    assert policy.read_text() == '#!/bin/sh\nexit 0\n'  # the machine's own policy is kept
+
+
+@pytest.mark.slow
+def test_cluster_stops_every_daemon_and_job_it_started(tmp_path):
+    job_name = f'loce-test-job-{tmp_path.name}'  # its process's argv[0], for pgrep
+    before = running_daemons()
+    with one_node_cluster() as running:
+        started = {pid: name for pid, name in running_daemons().items() if pid not in before}
+        assert {'munged', 'slurmctld', 'slurmd'} <= set(started.values())
+        running.run('sbatch', '-p', 'cpu', '-o', '/dev/null', '--wrap',
+                    f'bash -c "exec -a {job_name} sleep 600"')
+        _wait_for(lambda: _pgrep(job_name), 'running job')
+    assert running_daemons() == before
+    assert not _pgrep(job_name)
+    assert not running.root.exists()
+
+
+@pytest.mark.slow
+def test_batch_job_runs_in_the_partition_and_its_output_is_right(cluster, tmp_path):
+    out = tmp_path / 'job.out'
+    cluster.run('sbatch', '--wait', '-p', 'gpu', '-c', '1', '--mem', '100', '-o', str(out),
+                '--wrap', 'echo "$SLURM_JOB_PARTITION $SLURM_CPUS_PER_TASK"; srun hostname')
+    assert out.read_text().split('\n') == ['gpu 1', cluster.node, '']
+
+
+@pytest.mark.slow
+def test_cancelled_job_gets_sigterm_and_ends_cancelled(cluster, tmp_path):
+    """What a training job will see when it is cancelled, preempted or hits its time limit:
+    SIGTERM to every process of the job, SIGKILL after KillWait."""
+    script = tmp_path / 'job.py'
+    script.write_text(textwrap.dedent(f'''\
+        #!{sys.executable}
+        import pathlib, signal, sys, time
+        out = pathlib.Path({str(tmp_path)!r})
+        def on_term(signum, frame):
+            (out / 'signal').write_text(str(signum))
+            sys.exit(128 + signum)
+        signal.signal(signal.SIGTERM, on_term)
+        (out / 'started').touch()
+        time.sleep(600)
+        '''))
+    script.chmod(0o755)
+    job = cluster.run('sbatch', '--parsable', '-p', 'cpu', '-o', str(tmp_path / 'job.out'),
+                      str(script)).stdout.strip()
+    _wait_for((tmp_path / 'started').exists, 'start of the job')
+    cluster.run('scancel', job)
+    _wait_for(lambda: _states(cluster, job)[job] == 'CANCELLED', 'CANCELLED state', timeout=40)
+    seen = tmp_path / 'signal'  # written by the handler, which may still be running
+    _wait_for(lambda: seen.exists() and seen.read_text(), 'signal handler', timeout=40)
+    assert seen.read_text() == str(int(signal.SIGTERM))
+
+
+@pytest.mark.slow
+def test_snakemake_slurm_executor_resubmits_failed_and_cancelled_jobs(cluster, tmp_path):
+    """Rule a fails in its first SLURM job; rule b's first job is cancelled while it runs, and
+    the rule's own shell sees the SIGTERM. `retries: 1` resubmits both, and the workflow ends.
+    (a and b are independent, so that their jobs overlap and the test is quicker.)"""
+    pytest.importorskip('snakemake_executor_plugin_slurm', reason=f'pip install {PLUGIN}')
+    (tmp_path / 'Snakefile').write_text(textwrap.dedent('''\
+        rule all:
+            input: "a.txt", "b.txt"
+
+        rule a:
+            output: "a.txt"
+            shell:
+                "if [ ! -e a-first-job ]; then echo $SLURM_JOB_ID > a-first-job; exit 1; fi;"
+                " echo $SLURM_JOB_ID > {output}"
+
+        rule b:
+            output: "b.txt"
+            shell:
+                "if [ ! -e b-first-job ]; then"
+                "  trap 'echo TERM > b-got-sigterm; exit 143' TERM;"
+                "  echo $SLURM_JOB_ID > b-first-job; sleep 600 & wait;"
+                " fi;"
+                " echo $SLURM_JOB_ID > {output}"
+        '''))
+    (tmp_path / 'profile').mkdir()
+    (tmp_path / 'profile' / 'config.yaml').write_text(textwrap.dedent('''\
+        executor: slurm
+        jobs: 2
+        retries: 1
+        default-resources:
+          slurm_partition: "cpu"
+          mem_mb: 200
+          runtime: 5
+        '''))
+    log = tmp_path / 'snakemake.log'
+    with open(log, 'w') as out:
+        snakemake = subprocess.Popen(
+            [sys.executable, '-m', 'snakemake', '--workflow-profile', 'profile',
+             # no slurmdbd on this cluster, so no sacct: squeue keeps ended jobs for MinJobAge
+             '--slurm-status-command', 'squeue',
+             # these jobs take seconds; the plugin's default first look is after 40 s
+             '--slurm-init-seconds-before-status-checks', '3'],
+            cwd=tmp_path, env=cluster.env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        marker = tmp_path / 'b-first-job'
+        # the whole line: the shell creates the file before it writes the job id
+        _wait_for(lambda: marker.exists() and marker.read_text().endswith('\n')
+                  or snakemake.poll() is not None, 'first job of rule b', timeout=180)
+        assert snakemake.poll() is None, log.read_text()[-6000:]
+        cancelled = marker.read_text().strip()
+        cluster.run('scancel', cancelled)
+        snakemake.wait(timeout=180)
+    finally:
+        snakemake.kill()
+    assert snakemake.returncode == 0, log.read_text()[-6000:]
+
+    assert (tmp_path / 'b-got-sigterm').read_text() == 'TERM\n'
+    a_job, b_job = ((tmp_path / f'{rule}.txt').read_text().strip() for rule in 'ab')
+    failed = (tmp_path / 'a-first-job').read_text().strip()
+    jobs = cluster.run('squeue', '--states=all', '-h', '-o', '%i|%k|%T').stdout.split()
+    by_id = {job_id: (comment, state) for job_id, comment, state in
+             (line.split('|') for line in jobs)}
+    assert by_id[failed] == ('rule_a', 'FAILED')
+    assert by_id[a_job] == ('rule_a', 'COMPLETED')
+    assert by_id[cancelled] == ('rule_b', 'CANCELLED')
+    assert by_id[b_job] == ('rule_b', 'COMPLETED')
+    assert int(failed) < int(a_job) and int(cancelled) < int(b_job)

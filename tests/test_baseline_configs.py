@@ -5,7 +5,6 @@ right activation through the stock bbox head, and the decoupled ones train only 
 on top of a stage-1 checkpoint."""
 import copy
 import functools
-import os
 import warnings
 from pathlib import Path
 
@@ -275,7 +274,8 @@ def _relocate(cfg, root):
 @pytest.mark.slow
 @pytest.mark.parametrize('stem', ['bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5',
                                   'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1'])
-def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp_path):
+def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp_path,
+                                                                      monkeypatch):
     from mmengine.runner import Runner
 
     from pipeline.data.subset import subset
@@ -298,7 +298,7 @@ def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp
             CONFIGS / 'smoke' / f'{STAGE1[RECIPES[stem]["block"]]}-tiny.py'))
         torch.save(dict(state_dict=stage1.state_dict(), meta={}), tmp_path / 'stage1.pth')
         cfg.load_from = str(tmp_path / 'stage1.pth')
-    os.environ.setdefault('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoints only
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoints only
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()

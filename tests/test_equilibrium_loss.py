@@ -73,15 +73,25 @@ def test_equal_scores_give_plain_cross_entropy():
 
 
 @pytest.mark.parametrize('tiny', [1e-12, 0.0])
-def test_finite_loss_and_gradient_for_a_score_near_zero(tiny):
+def test_loss_and_gradient_for_a_score_near_zero_equal_eq3_with_the_floor(tiny):
+    """A GT class with a (near) zero score: log(s_j / s_y) is huge. The value and gradient are
+    Eq. 3 in float64 with s floored at 1e-12, not just finite."""
     logits, labels, scores, _ = _batch(seed=3)
-    scores[labels[5]] = tiny  # a GT class with a (near) zero score: log(s_j / s_y) is huge
+    scores[labels[5]] = tiny
     z = logits.clone().requires_grad_(True)
-    loss_fn = EquilibriumLoss()
+    loss_fn = EquilibriumLoss(reduction='none')
     with loss_fn.supplied_scores(scores):
         loss = loss_fn(z, labels)
-    loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+    loss.sum().backward()
+    z64 = logits.double().clone().requires_grad_(True)
+    s = scores.double().clamp(min=1e-12)
+    terms = s * torch.exp(z64 - z64.max(dim=1, keepdim=True).values)
+    by_hand = -torch.log(terms[torch.arange(len(labels)), labels] / terms.sum(dim=1))
+    by_hand.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(z.grad).all()
+    torch.testing.assert_close(loss.double(), by_hand.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z.grad.double(), z64.grad, rtol=1e-5, atol=1e-6)
+    assert loss[5].item() > 20  # the huge margin is really there: -log(1e-12 ...) ~ 27
 
 
 def test_prior_indicator_works_in_a_stock_bbox_head():

@@ -20,7 +20,7 @@ from PIL import Image
 
 import loce.engine  # noqa: F401  (registers the hooks)
 import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
-from loce.models.mean_score import MeanScore
+from loce.models.indicator import MeanScore
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCE_TINY = ROOT / 'configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
@@ -90,11 +90,19 @@ def test_memory_features_reach_the_bbox_losses_but_not_the_mask_head():
     model = _tiny_loce_model()
     head = model.roi_head
     seen = {}
-    bbox_forward, mask_loss = head.bbox_head.forward, head.mask_loss
+    bbox_forward, bbox_loss, mask_loss = head.bbox_head.forward, head.bbox_head.loss, head.mask_loss
 
     def spy_bbox(feats):
         seen['bbox_rows'] = len(feats)
         return bbox_forward(feats)
+
+    def spy_bbox_loss(cls_score, bbox_pred, rois, labels, label_weights, bbox_targets,
+                      bbox_weights, **kwargs):
+        seen['loss_args'] = (cls_score, bbox_pred, labels, label_weights, bbox_targets,
+                             bbox_weights)
+        seen['scores'] = head.indicator.scores.clone()
+        return bbox_loss(cls_score, bbox_pred, rois, labels, label_weights, bbox_targets,
+                         bbox_weights, **kwargs)
 
     def spy_mask(x, sampling_results, bbox_feats, batch_gt_instances):
         seen['rois'] = sum(len(r.priors) for r in sampling_results)
@@ -102,7 +110,7 @@ def test_memory_features_reach_the_bbox_losses_but_not_the_mask_head():
         seen['mask_rois'] = sum(len(r.pos_priors) for r in sampling_results)
         return mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
 
-    head.bbox_head.forward, head.mask_loss = spy_bbox, spy_mask
+    head.bbox_head.forward, head.bbox_head.loss, head.mask_loss = spy_bbox, spy_bbox_loss, spy_mask
     data = model.data_preprocessor(_batch(), True)
     losses = model(**data, mode='loss')  # enqueue first: 16 boxes per GT, at most M=16 per class
     classes = torch.cat([s.gt_instances.labels for s in data['data_samples']]).unique()
@@ -110,8 +118,40 @@ def test_memory_features_reach_the_bbox_losses_but_not_the_mask_head():
     memory_rows = seen['bbox_rows'] - seen['rois']
     assert memory_rows % 4 == 0 and 0 < memory_rows <= 8 * 4  # k=8 classes x m=4 at most
     assert seen['mask_bbox_feats'] == seen['rois']
+
+    # The losses, recomputed by hand in float64 with every memory row a weight-1 positive of
+    # its class: EBL (Eq. 3) over all rows, class-specific L1 over the positives.
+    cls_score, bbox_pred, labels, label_weights, bbox_targets, bbox_weights = (
+        t.detach().double() if t.is_floating_point() else t for t in seen['loss_args'])
+    n = seen['rois']
+    mem_labels = labels[n:]
+    assert set(mem_labels.tolist()) <= set(classes.tolist())
+    w_cls = torch.cat([label_weights[:n], torch.ones(memory_rows, dtype=torch.float64)])
+    w_box = torch.cat([bbox_weights[:n], torch.ones(memory_rows, 4, dtype=torch.float64)])
+    s = seen['scores'].double()
+    adjusted = s[None, :] * cls_score.exp()
+    ebl = -(adjusted[torch.arange(len(labels)), labels] / adjusted.sum(1)).log()
+    expected_cls = (ebl * w_cls).sum() / (w_cls > 0).sum()
+    pos = (labels >= 0) & (labels < NUM_CLASSES)
+    pred = bbox_pred.view(len(labels), -1, 4)[pos.nonzero()[:, 0], labels[pos]]
+    expected_box = ((pred - bbox_targets[pos]).abs() * w_box[pos]).sum() / len(bbox_targets)
+    torch.testing.assert_close(losses['loss_cls'].double(), expected_cls, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(losses['loss_bbox'].double(), expected_box, rtol=1e-5, atol=1e-6)
     values = [t for v in losses.values() for t in (v if isinstance(v, list) else [v])]
     assert all(torch.isfinite(t).all() for t in values)
+
+
+def test_classes_with_an_empty_queue_are_never_drawn():
+    """A class without training instances (prior 0: weight 1e7) must not take the draws."""
+    model = _tiny_loce_model()
+    head = model.roi_head
+    head.indicator.scores.zero_()      # every class looks maximally weak ...
+    data = model.data_preprocessor(_batch(), True)
+    model(**data, mode='loss')         # ... but only the batch's classes have features
+    held = (head.memory.filled > 0).nonzero()[:, 0]
+    feats, labels, _ = head._sample_memory()
+    assert len(labels) == head.sampled_classes * head.features_per_class
+    assert set(labels.tolist()) <= set(held.tolist())
 
 
 def test_prediction_is_the_stock_softmax_whatever_the_mean_score():
@@ -190,8 +230,11 @@ class Probe(Hook):
         head = runner.model.roi_head
         self.params = {n: p.detach().clone() for n, p in runner.model.named_parameters()}
         self.stats = {n: b.clone() for n, b in runner.model.named_buffers() if 'running' in n}
-        self.seen.append(dict(memory=len(head.memory), scores=head.indicator.scores.clone(),
-                              iter=runner.iter))
+        memory = head.memory
+        self.seen.append(dict(scores=head.indicator.scores.clone(), iter=runner.iter,
+                              memory=0 if memory is None else len(memory),
+                              filled=None if memory is None else memory.filled.clone(),
+                              features=None if memory is None else memory.features.clone()))
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         self.outputs = outputs
@@ -205,6 +248,7 @@ def _runner(tmp_path, data_root, max_epochs, probe, **overrides):
     cfg = Config.fromfile(str(LOCE_TINY))
     cfg.work_dir = str(tmp_path / 'work')
     cfg.train_dataloader.dataset.data_root = str(data_root) + '/'
+    cfg.train_dataloader.dataset.ann_file = 'annotations/lvis_v1_train.json'
     cfg.train_dataloader.batch_size = 2
     cfg.train_cfg.max_epochs = max_epochs
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
@@ -251,13 +295,52 @@ def test_one_loce_fine_tuning_iteration(first_epoch):
                                model.roi_head.indicator.scores)
 
 
-def test_resume_refills_the_memory_and_keeps_the_mean_score(first_epoch, monkeypatch):
+def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch, monkeypatch):
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoint
     checkpoint = first_epoch.tmp_path / 'work/epoch_1.pth'
-    saved = torch.load(checkpoint, weights_only=False)['state_dict']['roi_head.indicator.scores']
+    state = torch.load(checkpoint, weights_only=False)
+    saved_memory = state['loce_feature_memory']
+    assert set(saved_memory) == {'features', 'targets', 'labels', 'pointers', 'filled'}
+    memory = first_epoch.runner.model.roi_head.memory
+    assert torch.equal(saved_memory['features'], memory.features.cpu())
     probe = Probe()
     runner = _runner(first_epoch.tmp_path, first_epoch.tmp_path / 'data', 2, probe,
                      resume=True, load_from=str(checkpoint))
     runner.train()
-    assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] > 0
-    torch.testing.assert_close(probe.seen[0]['scores'], saved)
+    assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] == int(saved_memory['filled'].sum())
+    assert torch.equal(probe.seen[0]['filled'], saved_memory['filled'])
+    assert torch.equal(probe.seen[0]['features'], saved_memory['features'])  # not refilled
+    torch.testing.assert_close(probe.seen[0]['scores'],
+                               state['state_dict']['roi_head.indicator.scores'])
+
+
+def test_a_memory_above_the_threshold_is_not_checkpointed_and_refilled_on_resume(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    _fake_lvis(tmp_path / 'data', num_images=2)
+    hooks = [dict(type='FreezeRepresentationHook'),
+             dict(type='MemoryWarmupHook', images_per_class=5, checkpoint_memory_bytes=0)]
+    runner = _runner(tmp_path, tmp_path / 'data', 1, Probe(), custom_hooks=hooks)
+    runner.train()
+    state = torch.load(tmp_path / 'work/epoch_1.pth', weights_only=False)
+    assert 'loce_feature_memory' not in state
+    probe = Probe()
+    runner = _runner(tmp_path, tmp_path / 'data', 2, probe, custom_hooks=hooks, resume=True,
+                     load_from=str(tmp_path / 'work/epoch_1.pth'))
+    runner.train()
+    assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] > 0  # refilled by the warm-up
+    torch.testing.assert_close(probe.seen[0]['scores'],
+                               state['state_dict']['roi_head.indicator.scores'])
+
+
+def test_ebl_alone_warms_the_mean_score_up_from_the_pretrained_model(tmp_path):
+    """As the authors' warm-up, which always runs: without it EBL-only would start from a
+    uniform 0.01 while LOCE starts from the pretrained model's scores."""
+    _fake_lvis(tmp_path / 'data', num_images=2)
+    probe = Probe()
+    runner = _runner(tmp_path, tmp_path / 'data', 1, probe, **{'model.roi_head.mfs': None})
+    runner.train()
+    assert runner.model.roi_head.memory is None
+    before_first_iteration = probe.seen[0]['scores']
+    assert (before_first_iteration[:-1] != 0.01).any()
+    assert before_first_iteration[-1] == pytest.approx(0.01)  # background stays pinned

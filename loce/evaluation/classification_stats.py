@@ -39,8 +39,13 @@ def gt_classification_stats(model,
 
     Per class c (label index 0..C-1): ``val_instances`` GT boxes, ``score_sum`` of the softmax
     probability of c on them, ``correct`` boxes whose argmax over all C+1 logits (background
-    included) is c; ``mean_score`` = score_sum / val_instances and ``accuracy`` = correct /
-    val_instances, NaN where a class has no GT. ``cat_ids`` maps label i to its LVIS id.
+    included) is c, ``correct_fg`` boxes whose argmax over the C foreground logits is c;
+    ``mean_score`` = score_sum / val_instances, ``accuracy`` = correct / val_instances (a box
+    called background is wrong, as the detector's softmax scores it) and ``accuracy_fg`` =
+    correct_fg / val_instances (which class wins among the foreground ones: EBL trains z + log s
+    with the background score pinned, so plain z at test time often puts background first on GT
+    boxes, and only this one says how well the classes are told apart); NaN where a class has
+    no GT. ``cat_ids`` maps label i to its LVIS id.
 
     ``cat_ids`` and ``gt_in_original_scale`` default to what ``dataloader.dataset`` says (its
     ``cat_ids`` and pipeline order); pass them for a plain iterable of batches. Leaves the
@@ -63,6 +68,7 @@ def gt_classification_stats(model,
 
     score_sum = torch.zeros(num_classes, dtype=torch.float64)
     correct = torch.zeros(num_classes, dtype=torch.float64)
+    correct_fg = torch.zeros(num_classes, dtype=torch.float64)
     count = torch.zeros(num_classes, dtype=torch.float64)
     model.eval()
     with torch.no_grad():
@@ -93,15 +99,18 @@ def gt_classification_stats(model,
             probs = cls_score.double().softmax(dim=1)
             gt_prob = probs[torch.arange(len(labels), device=probs.device), labels]
             hits = (cls_score.argmax(dim=1) == labels).double()
+            hits_fg = (cls_score[:, :num_classes].argmax(dim=1) == labels).double()
             labels = labels.cpu()
             score_sum += torch.bincount(labels, weights=gt_prob.cpu(), minlength=num_classes)
             correct += torch.bincount(labels, weights=hits.cpu(), minlength=num_classes)
+            correct_fg += torch.bincount(labels, weights=hits_fg.cpu(), minlength=num_classes)
             count += torch.bincount(labels, minlength=num_classes).double()
 
     count_np = count.numpy()
     with np.errstate(invalid='ignore', divide='ignore'):
         mean_score = np.where(count_np > 0, score_sum.numpy() / count_np, np.nan)
         accuracy = np.where(count_np > 0, correct.numpy() / count_np, np.nan)
+        accuracy_fg = np.where(count_np > 0, correct_fg.numpy() / count_np, np.nan)
     return {
         'cat_ids': np.asarray(cat_ids, dtype=np.int64),
         'classes': np.asarray(_class_names(dataset, num_classes)),
@@ -110,4 +119,6 @@ def gt_classification_stats(model,
         'correct': correct.numpy().astype(np.int64),
         'mean_score': mean_score,
         'accuracy': accuracy,
+        'correct_fg': correct_fg.numpy().astype(np.int64),
+        'accuracy_fg': accuracy_fg,
     }

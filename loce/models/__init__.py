@@ -1,7 +1,7 @@
 """LOCE's model parts, registered in MMDetection's MODELS registry on import."""
 from .equilibrium_loss import EquilibriumLoss, equilibrium_loss
 from .loce_roi_head import LOCERoIHead
-from .mean_score import ClassPrior, MeanScore, build_indicator
+from .indicator import ClassPrior, MeanScore, build_indicator
 from .mfs import FeatureMemory, jitter_boxes, sample_classes
 from .balanced_softmax_loss import BalancedSoftmaxLoss
 from .ecm_loss import EffectiveClassMarginLoss

@@ -13,7 +13,7 @@ from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
 from torch import nn
 
-from .mean_score import class_prior_scores
+from .indicator import ClassPrior
 
 SCORE_FLOOR = 1e-12  # log(1e-12) = -27.6: a score at or near 0 still gives a finite loss
 
@@ -58,8 +58,8 @@ class EquilibriumLoss(nn.Module):
             if class_counts is None:
                 raise ValueError("EquilibriumLoss(indicator='prior') needs class_counts: the "
                                  'number of training instances of each class')
-            self.register_buffer('prior_scores', class_prior_scores(
-                class_counts, 0.01 if bg_score is None else bg_score), persistent=False)
+            self.prior = ClassPrior(len(class_counts), 0.01 if bg_score is None else bg_score,
+                                    class_counts)
         elif class_counts is not None or bg_score is not None:
             raise ValueError("EquilibriumLoss(indicator='mean_score') takes no class_counts or "
                              'bg_score: the background score is roi_head.indicator.bg_score of '
@@ -79,11 +79,11 @@ class EquilibriumLoss(nn.Module):
         if self._supplied is not None:
             return self._supplied
         if self.indicator == 'prior':
-            return self.prior_scores
+            return self.prior.scores
         raise RuntimeError(
             "EquilibriumLoss(indicator='mean_score') needs the mean classification score, which "
             "only LOCERoIHead tracks: use roi_head=dict(type='LOCERoIHead', "
-            "indicator=dict(type='mean_score', ...)), or give the loss indicator='prior' and "
+            "indicator=dict(type='MeanScore', ...)), or give the loss indicator='prior' and "
             'class_counts to use it in another head')
 
     def forward(self, cls_score, label, weight=None, avg_factor=None, reduction_override=None,

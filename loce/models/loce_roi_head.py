@@ -22,7 +22,7 @@ from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox2roi, get_box_tensor
 
 from .equilibrium_loss import EquilibriumLoss
-from .mean_score import MeanScore, build_indicator, group_means
+from .indicator import MeanScore, build_indicator, group_means
 from .mfs import BOXES_PER_GT, FeatureMemory, jitter_boxes, sample_classes
 
 
@@ -31,14 +31,15 @@ class LOCERoIHead(StandardRoIHead):
     """StandardRoIHead plus the LOCE state.
 
     Args:
-        indicator (dict): type='mean_score' (alpha=0.9, bg_score=0.01) or type='prior'
-            (bg_score=0.01, class_counts=None: counted from the training set by
-            MemoryWarmupHook). It guides EBL (if bbox_head.loss_cls is EquilibriumLoss) and MFS.
+        indicator (dict): a registered indicator, built with the head's num_classes:
+            type='MeanScore' (alpha=0.9, bg_score=0.01) or type='ClassPrior' (bg_score=0.01,
+            class_counts=None: counted from the training set by MemoryWarmupHook). It guides
+            EBL (if bbox_head.loss_cls is EquilibriumLoss) and MFS.
         mfs (dict | None): memory_size (M=80), sampled_classes (k=8), features_per_class (m=4),
             device ('cpu' | 'cuda'), dtype ('float32' | 'float16'); None disables MFS.
     """
 
-    def __init__(self, *args, indicator=dict(type='mean_score'), mfs=None, **kwargs):
+    def __init__(self, *args, indicator=dict(type='MeanScore'), mfs=None, **kwargs):
         super().__init__(*args, **kwargs)
         num_classes = self.bbox_head.num_classes
         self.indicator = build_indicator(indicator, num_classes)
@@ -68,7 +69,7 @@ class LOCERoIHead(StandardRoIHead):
         if isinstance(loss, EquilibriumLoss) and loss.indicator != 'mean_score':
             raise ValueError("inside LOCERoIHead, EquilibriumLoss takes its scores from "
                              "roi_head.indicator: remove the loss's indicator/class_counts and "
-                             "set roi_head.indicator=dict(type='prior', ...) instead")
+                             "set roi_head.indicator=dict(type='ClassPrior', ...) instead")
 
     def loss(self, x, rpn_results_list, batch_data_samples):
         if self.memory is not None:
@@ -95,7 +96,8 @@ class LOCERoIHead(StandardRoIHead):
 
     def _sample_memory(self):
         """Step 2, with the indicator before this iteration's update."""
-        classes = sample_classes(self.indicator.scores, self.sampled_classes)
+        classes = sample_classes(self.indicator.scores, self.sampled_classes,
+                                 available=self.memory.filled > 0)
         return self.memory.sample(classes, self.features_per_class)
 
     def bbox_loss(self, x, sampling_results):

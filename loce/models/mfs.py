@@ -38,11 +38,22 @@ def jitter_boxes(gt_bboxes, img_shape, generator=None):
     return boxes.reshape(-1, 4)
 
 
-def sample_classes(scores, num_classes_drawn, generator=None):
+def sample_classes(scores, num_classes_drawn, available=None, generator=None):
     """Foreground classes drawn with replacement, p_c proportional to 1 / (s_c + 1e-7), from an
     indicator vector of C+1 scores (background last, never drawn). A class drawn twice gives
-    twice the features, as with the authors' inverse-CDF draw."""
+    twice the features, as with the authors' inverse-CDF draw.
+
+    `available` (C booleans): only these classes are drawn. The authors draw among all classes
+    and skip empty queues afterwards, which is the same whenever every queue holds features (on
+    LVIS after the warm-up). It differs where a class has no training instance (a subset of
+    LVIS): its score stays at its start (0.01, or a prior of 0, weight 1e7) and it would take
+    most draws only for them to be dropped, so MFS would add nothing. Empty tensor when no class
+    is available."""
     weights = 1.0 / (scores[:-1].detach().double().cpu() + SCORE_EPS)
+    if available is not None:
+        weights = weights * torch.as_tensor(available, dtype=torch.bool).cpu()
+        if not weights.any():
+            return torch.zeros(0, dtype=torch.long)
     return torch.multinomial(weights, num_classes_drawn, replacement=True, generator=generator)
 
 
@@ -52,8 +63,9 @@ class FeatureMemory:
     Storage is allocated on the first push, when the feature shape is known, so a model built
     for testing never allocates it; at LVIS v1 scale it is 1203 x 80 x 256x7x7 values (see
     `nbytes`), hence the choice of device (the authors keep features in host memory) and of
-    float16. The memory is per process and not part of the checkpoint: MemoryWarmupHook refills
-    it before (re)starting to fine-tune.
+    float16. The memory is per process; MemoryWarmupHook fills it before fine-tuning and keeps
+    it in the checkpoint when it is small enough (`state_dict` / `load_state_dict`), so a resumed
+    run continues with exactly the memory it had.
     """
 
     def __init__(self, num_classes, size=80, device='cpu', dtype='float32'):
@@ -144,6 +156,33 @@ class FeatureMemory:
         return (torch.cat([self.features[label, slots] for label, slots in picked]),
                 torch.cat([self.labels[label, slots] for label, slots in picked]),
                 torch.cat([self.targets[label, slots] for label, slots in picked]))
+
+    def state_dict(self):
+        """Storage, pointers and fill counts as CPU tensors (None before the first push)."""
+        if self.features is None:
+            return None
+        return {name: getattr(self, name).cpu() for name in
+                ('features', 'targets', 'labels', 'pointers', 'filled')}
+
+    def load_state_dict(self, state):
+        """Restore what state_dict returned, on this memory's device and dtype."""
+        if state is None:
+            return
+        shape = (self.num_classes, self.size)
+        if tuple(state['labels'].shape) != shape:
+            raise ValueError(f'checkpointed memory holds {tuple(state["labels"].shape)} slots, '
+                             f'this one {shape}: num_classes or mfs.memory_size changed')
+        self.features = state['features'].to(self.device, self.dtype)
+        self.targets = state['targets'].to(self.device, torch.float32)
+        self.labels = state['labels'].to(self.device)
+        self.pointers = state['pointers'].clone()
+        self.filled = state['filled'].clone()
+
+    @property
+    def allocated_bytes(self):
+        if self.features is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in (self.features, self.targets, self.labels))
 
     def __len__(self):
         """Valid features held, all classes together."""

@@ -6,11 +6,15 @@ Two indicators share one interface (a `scores` buffer of C+1 entries, background
 - `MeanScore`, the paper's mean classification score (Eq. 2), tracked during fine-tuning;
 - `ClassPrior`, the dataset prior P(y) from per-class instance counts (Table 1, last row).
 
-Both keep their vector in a registered buffer, so it is saved in checkpoints and restored on
-resume (the authors' code kept the mean score in a plain attribute and lost it on resume).
+Both are registered in MMDetection's MODELS registry: LOCERoIHead builds
+`roi_head.indicator=dict(type='MeanScore', ...)` through it, so an indicator of your own is one
+registered class with that interface, no edit of this package. Both keep their vector in a
+registered buffer, so it is saved in checkpoints and restored on resume (the authors' code kept
+the mean score in a plain attribute and lost it on resume).
 """
 import torch
 import torch.distributed as dist
+from mmdet.registry import MODELS
 from torch import nn
 
 INITIAL_SCORE = 0.01  # the authors' initial value for every entry
@@ -82,6 +86,7 @@ def class_prior_scores(class_counts, bg_score):
     return torch.cat([prior, prior.new_tensor([bg_score])]).float()
 
 
+@MODELS.register_module()
 class MeanScore(nn.Module):
     """The mean classification score s (C+1 entries, background last, pinned to bg_score)."""
 
@@ -109,6 +114,7 @@ class MeanScore(nn.Module):
         return f'num_classes={self.num_classes}, alpha={self.alpha}, bg_score={self.bg_score}'
 
 
+@MODELS.register_module()
 class ClassPrior(nn.Module):
     """P(y) as the indicator. Counts come from the config or, when omitted, from the training set
     (MemoryWarmupHook counts its instances before fine-tuning); until then `is_set` is False."""
@@ -146,14 +152,13 @@ class ClassPrior(nn.Module):
 
 
 def build_indicator(cfg, num_classes):
-    """`roi_head.indicator` config -> module: type 'mean_score' (alpha, bg_score) or 'prior'
-    (bg_score, class_counts)."""
+    """`roi_head.indicator` config -> module through the registry, with the head's class count."""
     cfg = dict(cfg)
-    kind = cfg.pop('type', 'mean_score')
-    kinds = {'mean_score': MeanScore, 'prior': ClassPrior}
-    if kind not in kinds:
-        raise ValueError(f"roi_head.indicator.type={kind!r}: use 'mean_score' or 'prior'")
+    renamed = {'mean_score': 'MeanScore', 'prior': 'ClassPrior'}
+    if cfg.get('type') in renamed:
+        raise ValueError(f"roi_head.indicator.type={cfg['type']!r}: the indicators are registered "
+                         f"modules now; write type={renamed[cfg['type']]!r}")
     try:
-        return kinds[kind](num_classes, **cfg)
-    except TypeError as err:
-        raise TypeError(f'roi_head.indicator={dict(type=kind, **cfg)}: {err}') from err
+        return MODELS.build(dict(cfg, num_classes=num_classes))
+    except (KeyError, TypeError) as err:
+        raise type(err)(f'roi_head.indicator={cfg}: {err}') from err

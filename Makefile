@@ -3,8 +3,10 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 CORES ?= 2
+SCALE ?= smoke
+RUN   := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 
-.PHONY: setup test test-fast smoke full-plan
+.PHONY: setup test test-fast smoke publish full-plan
 
 setup:  ## create or update .venv (first time: ~17 min to compile mmcv; afterwards seconds)
 	bash scripts/setup.sh
@@ -15,8 +17,14 @@ test: setup  ## the whole test suite, slow end-to-end tests included (what CI ru
 test-fast: setup  ## the fast tests only
 	$(PY) -m pytest -m "not slow"
 
-smoke: setup  ## the smoke reproduction on the offline synthetic LVIS: Tables 1-5, Figure 4
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores $(CORES) --config profile=smoke
+# The main job: the whole DAG on the offline synthetic LVIS (outputs in work/smoke/results/),
+# then the verdict against the published results/smoke/.
+smoke: setup  ## the smoke reproduction: Tables 1-5, Figure 4, compared with results/smoke/
+	$(RUN) snakemake --cores $(CORES) --config scale=smoke
+	$(RUN) python -m pipeline compare --scale smoke
+
+publish: setup  ## copy work/$(SCALE)/results/ to results/$(SCALE)/ (commit it afterwards)
+	$(RUN) python -m pipeline publish --scale $(SCALE)
 
 full-plan: setup  ## plan the full reproduction (no data needed)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake -n --config profile=full
+	$(RUN) snakemake -n --config scale=full

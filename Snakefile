@@ -1,7 +1,7 @@
 # The reproduction DAG. Runs, seeds and paths come from pipeline/experiments.yaml (via
 # pipeline/matrix.py); the rules are in pipeline/rules/.
-#   snakemake --cores 2 --config profile=smoke      # offline synthetic LVIS on CPU
-#   snakemake -n --config profile=full              # plan the paper-scale reproduction
+#   snakemake --cores 2 --config scale=smoke      # offline synthetic LVIS on CPU
+#   snakemake -n --config scale=full              # plan the paper-scale reproduction
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -31,4 +31,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        aggregate_outputs(),
+        AGGREGATE_OUTPUTS,

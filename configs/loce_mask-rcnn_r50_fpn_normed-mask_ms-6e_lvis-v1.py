@@ -8,7 +8,7 @@ model = dict(
     backbone=dict(init_cfg=None),  # every weight comes from the stage-1 checkpoint
     roi_head=dict(
         type='LOCERoIHead',
-        indicator=dict(type='mean_score', alpha=0.9, bg_score=0.01),
+        indicator=dict(type='MeanScore', alpha=0.9, bg_score=0.01),
         mfs=dict(
             memory_size=80,
             sampled_classes=8,

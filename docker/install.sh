@@ -52,8 +52,8 @@ else
 fi
 pip install -q "mmcv==$MMCV_VERSION"
 
-say "installing the pinned dependencies of pyproject.toml"
-pip install -q .
+say "installing the pinned dependencies of pyproject.toml (the plug-in and the pipeline)"
+pip install -q '.[pipeline]'
 
 FORCE_CUDA="${FORCE_CUDA:-0}" "$py" - <<'PY'
 import os

@@ -1,7 +1,8 @@
 """`python -m pipeline STAGE ...`: the one CLI that Snakemake rules and DVC stages both call.
 
-Without --seed, train/evaluate/analyse do every seed of the profile (what a DVC stage runs);
-Snakemake passes one seed per job.
+Without --seed, train/evaluate/analyse do every seed of the scale (what a DVC stage runs);
+Snakemake passes one seed per job. On a CPU scale the CPU kernel path and the thread count are
+pinned here, before torch is imported, so a stage gives the same numbers whoever starts it.
 """
 from __future__ import annotations
 
@@ -13,43 +14,86 @@ from pathlib import Path
 from . import matrix as mx
 
 
-def _seeds(args) -> list[int]:
-    return [args.seed] if args.seed is not None else mx.profile(mx.load(), args.profile)['seeds']
+def _seeds(args, run=None) -> list[int]:
+    """--seed, or every seed the run trains at the scale."""
+    if args.seed is not None:
+        return [args.seed]
+    return mx.run_seeds(mx.load(), args.scale, run or args.run)
+
+
+def _cfg_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs parsed as mmengine's --cfg-options are (mmengine imports torch, so this
+    runs after the CPU pin)."""
+    if not pairs:
+        return {}
+    from mmengine.config import DictAction
+    namespace = argparse.Namespace()
+    DictAction(['--cfg-options'], 'cfg_options')(None, namespace, pairs)
+    return namespace.cfg_options
+
+
+def _resolve(args):
+    from . import runconfig
+    matrix = mx.load()
+    names = [args.run] if args.run else list(mx.runs_at(matrix, args.scale))
+    for run in names:
+        for seed in _seeds(args, run):
+            path, sha = runconfig.resolve_and_write(matrix, args.scale, run, seed)
+            print(f'{mx.rel(path)} {sha[:12]}')
 
 
 def _train(args):
     from .train import train
+    options = _cfg_options(args.cfg_options)
     for seed in _seeds(args):
-        train(args.profile, args.run, seed, launcher=args.launcher, cfg_options=args.cfg_options)
+        train(args.scale, args.run, seed, launcher=args.launcher, cfg_options=options)
 
 
 def _evaluate(args):
     from .evaluate import evaluate
     for seed in _seeds(args):
-        evaluate(args.profile, args.run, seed)
+        evaluate(args.scale, args.run, seed)
 
 
 def _analyse(args):
     from .analyse import analyse
     for seed in _seeds(args):
-        analyse(args.profile, args.run, seed)
+        analyse(args.scale, args.run, seed)
 
 
 def _aggregate(args):
     from .aggregate import aggregate
-    aggregate(args.profile)
+    aggregate(args.scale)
+
+
+def _compare(args):
+    from .published import compare
+    return compare(args.scale)
+
+
+def _publish(args):
+    from .published import publish
+    publish(args.scale, allow_dirty=args.allow_dirty)
 
 
 def _data(args):
-    """The profile's data, as the matrix says: synthesized (smoke) or fetched (full)."""
+    """The scale's data, as the matrix says: synthesized or fetched, then the fine-tune subset
+    of every dataset if the scale has one."""
     matrix = mx.load()
-    root = mx.data_root(matrix, args.profile, 'lvis_v1').parent
-    if mx.profile(matrix, args.profile)['data'] == 'synthesize':
+    spec = mx.scale(matrix, args.scale)
+    root = mx.data_root(matrix, args.scale, 'lvis_v1').parent
+    if spec['data'] == 'synthesize':
         from .data.synthetic import synthesize
-        synthesize(root, seed=0)
+        synthesize(root, seed=0, **spec.get('synthetic', {}))
     else:
         from .data.fetch import fetch
         fetch(root)
+    if 'finetune_images' in spec:
+        from .data.subset import subset
+        for dataset in matrix['datasets']:
+            subset(mx.annotation_file(matrix, args.scale, dataset, 'train'),
+                   mx.annotation_file(matrix, args.scale, dataset, 'finetune'),
+                   num_images=spec['finetune_images'], seed=0)
 
 
 def _synthesize(args):
@@ -67,23 +111,15 @@ def _subset(args):
     subset(Path(args.src), Path(args.dst), num_images=args.num_images, seed=args.seed)
 
 
-class _DictAction(argparse.Action):
-    """KEY=VALUE pairs, parsed as mmengine's --cfg-options are (imported only when used)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from mmengine.config import DictAction
-        DictAction(self.option_strings, self.dest)(parser, namespace, values, option_string)
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m pipeline', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--threads', type=int, default=None,
-                   help='CPU threads for torch (default: all; Snakemake sets its job threads)')
+                   help='torch threads per process on a GPU scale (CPU scales pin their own)')
     sub = p.add_subparsers(dest='stage', required=True)
 
-    s = sub.add_parser('data', help="the profile's data: synthesize (smoke) or fetch (full)")
-    s.add_argument('--profile', required=True)
+    s = sub.add_parser('data', help="the scale's data: synthesized or fetched, as the matrix says")
+    s.add_argument('--scale', required=True)
     s.set_defaults(func=_data)
 
     s = sub.add_parser('synthesize', help='write the offline synthetic LVIS (v1 and v0.5 format)')
@@ -104,35 +140,52 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--seed', type=int, default=0)
     s.set_defaults(func=_subset)
 
+    s = sub.add_parser('resolve', help="write runs' resolved configs (only those that changed)")
+    s.add_argument('--scale', required=True)
+    s.add_argument('--run', default=None, help='default: every run of the matrix')
+    s.add_argument('--seed', type=int, default=None, help='default: every seed of the scale')
+    s.set_defaults(func=_resolve)
+
     for name, func, text in (('train', _train, 'train one run (pretrain or fine-tune), resumable'),
                              ('evaluate', _evaluate, 'LVIS box/mask AP of a trained run'),
                              ('analyse', _analyse, 'per-class val score and accuracy (Figure 4)')):
         s = sub.add_parser(name, help=text)
-        s.add_argument('--profile', required=True)
+        s.add_argument('--scale', required=True)
         s.add_argument('--run', required=True)
-        s.add_argument('--seed', type=int, default=None, help='default: every seed of the profile')
+        s.add_argument('--seed', type=int, default=None, help='default: every seed of the scale')
         if name == 'train':
             s.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm'],
                            help='pytorch under torchrun, slurm under srun')
-            s.add_argument('--cfg-options', nargs='+', action=_DictAction, default={},
-                           metavar='KEY=VALUE', help='config overrides beyond the matrix\'s')
+            s.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                           help="overrides beyond the matrix's; each key must exist in the "
+                                "config, '+KEY=VALUE' adds a new one")
         s.set_defaults(func=func)
 
-    s = sub.add_parser('aggregate', help='Tables 1-5, Figure 4 and REPORT.md of a profile')
-    s.add_argument('--profile', required=True)
+    s = sub.add_parser('aggregate', help='Tables 1-5, Figure 4 and REPORT.md of a scale')
+    s.add_argument('--scale', required=True)
     s.set_defaults(func=_aggregate)
+
+    s = sub.add_parser('compare', help="this checkout's results against the published ones: "
+                                       'identical, or the cells that differ')
+    s.add_argument('--scale', required=True)
+    s.set_defaults(func=_compare)
+
+    s = sub.add_parser('publish', help="copy this checkout's results to results/<scale>/")
+    s.add_argument('--scale', required=True)
+    s.add_argument('--allow-dirty', action='store_true',
+                   help='publish results made on uncommitted code')
+    s.set_defaults(func=_publish)
     return p
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.threads:
-        import torch
-        os.environ['OMP_NUM_THREADS'] = str(args.threads)
-        torch.set_num_threads(args.threads)
+    if getattr(args, 'scale', None):
+        from . import determinism
+        determinism.apply(mx.scale(mx.load(), args.scale), threads=args.threads,
+                          scale_name=args.scale)
     os.chdir(mx.ROOT)
-    args.func(args)
-    return 0
+    return args.func(args) or 0
 
 
 if __name__ == '__main__':

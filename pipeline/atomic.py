@@ -1,6 +1,7 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -17,8 +18,11 @@ def write_bytes(path: Path | str, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            raise SystemExit(f'{path}: no space left on device while writing it; the previous '
+                             'file is unchanged. Free disk space and rerun the stage') from err
         raise
     return path
 

@@ -1,54 +1,79 @@
 """Stage `evaluate`: LVIS box and mask AP of one run and seed, with provenance.
 
-Runs the config's test evaluator (FastLVISMetric: faster-coco-eval in LVIS mode, top 300
-detections per image) and writes results/<profile>/metrics/<run>/seed<k>.json, AP in percent.
+Runs the resolved config's test evaluator (FastLVISMetric: faster-coco-eval in LVIS mode, top
+300 detections per image) on the run's final checkpoint and writes
+work/<scale>/results/metrics/<run>/seed<k>.json, AP in percent.
 """
 from __future__ import annotations
 
 import json
-import math
 import time
 
-from . import atomic, provenance, runconfig
+from . import provenance, records, runconfig
 from . import matrix as mx
+from .train import read_identity
 
-KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
+
+def trained(matrix: dict, scale: str, run: str, seed: int):
+    """(resolved config, its hash, checkpoint, identity) of a finished run whose weights were
+    trained under exactly the current config, training code and data; anything else stops."""
+    cfg, sha = runconfig.load(scale, run, seed)
+    work = mx.work_dir(scale, run, seed)
+    ckpt = runconfig.require_own_checkpoint(mx.checkpoint(scale, run, seed),
+                                            f'checkpoint of run {run!r} seed {seed}')
+    identity = provenance.identity(matrix, scale, run, sha)
+    made_under = read_identity(work) or {}
+    stale = [k.removesuffix('_sha256') for k in identity if made_under.get(k) != identity[k]]
+    if stale:
+        raise SystemExit(f'{mx.rel(ckpt)}: trained under another {"/".join(stale)} than run '
+                         f'{run!r} seed {seed} has now; retrain it (`python -m pipeline train '
+                         f'--scale {scale} --run {run} --seed {seed}`)')
+    return cfg, sha, ckpt, identity
 
 
-def evaluate(profile: str, run: str, seed: int) -> dict:
+def evaluate(scale: str, run: str, seed: int) -> dict:
     from mmengine.runner import Runner
 
+    from loce.evaluation import AP_KEYS
+
     matrix = mx.load()
-    spec = mx.run_spec(matrix, run)
-    cfg, path = runconfig.build(matrix, profile, run, seed)
-    ckpt = runconfig.require_own_checkpoint(mx.checkpoint(profile, run, seed),
-                                            f'checkpoint of run {run!r} seed {seed}')
+    spec = mx.run_spec(matrix, run, scale)
+    cfg, sha, ckpt, identity = trained(matrix, scale, run, seed)
     cfg.load_from, cfg.resume = str(ckpt), False
-    cfg.work_dir = str(mx.work_dir(profile, run, seed) / 'eval')
+    cfg.work_dir = str(mx.work_dir(scale, run, seed) / 'eval')
     start = time.perf_counter()
     with runconfig.own_checkpoints():
         raw = Runner.from_cfg(cfg).test()
     wall = time.perf_counter() - start
-    train_summary = mx.work_dir(profile, run, seed) / 'train.json'
+    train_summary = mx.work_dir(scale, run, seed) / 'train.json'
     train_wall = json.loads(train_summary.read_text())['train_wall_s'] if train_summary.is_file() else None
-    result = dict(run=run, seed=seed, profile=profile, dataset=spec['dataset'],
-                  **{iou: percent_metrics(raw, iou) for iou in ('bbox', 'segm')},
-                  provenance=provenance.record(
-                      config_text=runconfig.dump_text(cfg), config=path, seed=seed,
-                      train_wall_s=train_wall, eval_wall_s=round(wall, 2),
-                      checkpoint=str(ckpt.relative_to(mx.ROOT))))
-    atomic.write_json(mx.metrics_path(profile, run, seed), result)
+    result = records.metrics(
+        run=run, seed=seed, scale=scale, dataset=spec['dataset'], raw=raw, keys=AP_KEYS,
+        provenance=provenance.record(
+            config=mx.config_path(matrix, scale, spec['config']), config_sha256=sha, seed=seed,
+            resolved_config=mx.rel(mx.resolved_config(scale, run, seed)), identity=identity,
+            eval_code_sha256=provenance.code_sha256('evaluate'), train_wall_s=train_wall,
+            eval_wall_s=round(wall, 2), checkpoint=mx.rel(ckpt)))
+    trace = indicator_trace(matrix, scale, run, seed)
+    if trace:
+        result['diagnostics'] = dict(indicator_trace=trace)
+    records.write(mx.metrics_path(scale, run, seed), result)
     return result
 
 
-def percent_metrics(raw: dict, iou_type: str) -> dict:
-    """'lvis/bbox_APr' -> {'APr': 12.3}; undefined values (-1, NaN: no GT in a group) -> None."""
-    out = {}
-    for key in KEYS:
-        name = f'lvis/{iou_type}_{key}'
-        if name not in raw:
-            raise SystemExit(f'evaluator returned no {name!r} (got {sorted(raw)}); the config\'s '
-                             "test_evaluator must be FastLVISMetric with metric=['bbox', 'segm']")
-        value = float(raw[name])
-        out[key] = None if value < 0 or math.isnan(value) else round(100 * value, 2)
-    return out
+def indicator_trace(matrix: dict, scale: str, run: str, seed: int) -> dict | None:
+    """The mean score through fine-tuning (IndicatorTraceHook), averaged within each frequency
+    group: {iterations, mean_score: {r, c, f}}; None for a run without a LOCE head."""
+    path = mx.work_dir(scale, run, seed) / 'indicator_trace.json'
+    if not path.is_file():
+        return None
+    trace = json.loads(path.read_text())
+    train = mx.annotation_file(matrix, scale, mx.run_spec(matrix, run)['dataset'], 'train')
+    groups = [c['frequency'] for c in sorted(json.loads(train.read_text())['categories'],
+                                             key=lambda c: c['id'])]
+    means = {}
+    for group in 'rcf':
+        members = [i for i, g in enumerate(groups) if g == group]
+        means[group] = [round(sum(s[i] for i in members) / len(members), 6) if members else None
+                        for s in trace['scores']]
+    return dict(iterations=trace['iterations'], mean_score=means)

@@ -1,15 +1,31 @@
-"""What every result carries: commit, package versions, config hash, seed, device, time."""
+"""What every result carries, and what a trained run is: its identity.
+
+A run's identity is the hash of its resolved config, of the code its stage runs (and the pinned
+packages' versions) and of its data. A work dir is reused or resumed only under the identity it
+was made with, and every result names the identity it came from, so no number can be published
+under a config, code or data it did not come from.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .matrix import ROOT
+from . import matrix as mx
 
+ROOT = mx.ROOT
 PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmdet', 'numpy', 'faster-coco-eval', 'loce-repro')
+# The code each stage runs. Snakemake takes the fingerprint files as inputs and dvc.yaml lists
+# the same paths as deps (tests/test_frontends.py checks that the two agree).
+STAGE_CODE = {
+    'train': ('loce', 'pipeline/train.py', 'pipeline/train_hooks.py', 'pipeline/distributed.py',
+              'pipeline/determinism.py'),
+    'evaluate': ('loce', 'pipeline/evaluate.py', 'pipeline/determinism.py'),
+    'analyse': ('loce', 'pipeline/analyse.py', 'pipeline/determinism.py'),
+}
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -39,6 +55,56 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _files(paths) -> list[Path]:
+    files = []
+    for name in paths:
+        path = ROOT / name
+        files += sorted(path.rglob('*.py')) if path.is_dir() else [path]
+    return files
+
+
+def code_sha256(stage: str) -> str:
+    """Hash of the stage's source files (repo-relative names and bytes) and package versions."""
+    digest = hashlib.sha256(json.dumps(package_versions(), sort_keys=True).encode())
+    for path in _files(STAGE_CODE[stage]):
+        digest.update(mx.rel(path).encode() + b'\0' + path.read_bytes() + b'\0')
+    return digest.hexdigest()
+
+
+def data_sha256(matrix: dict, scale: str, dataset: str) -> str:
+    """Hash of the dataset's annotation files (images follow from them: generated from the same
+    seed and settings, or fetched against pinned checksums)."""
+    digest = hashlib.sha256()
+    for path in mx.annotation_files(matrix, scale, dataset):
+        if not path.is_file():
+            raise SystemExit(f'{path}: missing; run `python -m pipeline data --scale {scale}` first')
+        digest.update(mx.rel(path).encode() + b'\0')
+        with open(path, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def identity(matrix: dict, scale: str, run: str, config_sha256: str) -> dict:
+    """What a trained work dir stands for: resolved config, training code, data."""
+    dataset = mx.run_spec(matrix, run)['dataset']
+    return dict(config_sha256=config_sha256, code_sha256=code_sha256('train'),
+                data_sha256=data_sha256(matrix, scale, dataset))
+
+
+def write_fingerprint(path: Path, value: str) -> Path:
+    """Write `value` to `path` only when it differs, so the file's mtime moves exactly when the
+    thing it stands for changes (Snakemake reruns on mtime)."""
+    from . import atomic
+    if not (path.is_file() and path.read_text().strip() == value):
+        atomic.write_text(path, value + '\n')
+    return path
+
+
 def device() -> str:
     import torch
     if torch.cuda.is_available():
@@ -46,13 +112,11 @@ def device() -> str:
     return f'cpu ({torch.get_num_threads()} threads)'
 
 
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def record(*, config: Path, config_sha256: str, seed: int, **extra) -> dict:
+    from . import determinism
 
-
-def record(*, config_text: str, config: Path, seed: int, **extra) -> dict:
     commit, dirty = git_state()
     return dict(git_commit=commit, git_dirty=dirty, packages=package_versions(),
-                config=str(Path(config).resolve().relative_to(ROOT)) if Path(config).resolve().is_relative_to(ROOT) else str(config),
-                config_sha256=sha256_text(config_text), seed=seed, device=device(),
+                config=mx.rel(config), config_sha256=config_sha256, seed=seed, device=device(),
+                cpu=determinism.state(),
                 created=datetime.now(timezone.utc).isoformat(timespec='seconds'), **extra)

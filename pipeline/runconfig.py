@@ -1,45 +1,171 @@
-"""The mmengine config of one run and seed, as the matrix defines it.
+"""A run is its resolved config: one file per run and seed that every stage reads.
 
-Shared by train, evaluate and analyse so that all three see the same config, and so the
-config hash in every result names exactly what ran.
+`resolve` builds it from the run's config file, the data relocation, the matrix `options`, the
+seed, the pretrain run it starts from and any extra --cfg-options; `write` puts it at
+work/<scale>/configs/<run>/seed<k>.py, touching the file only when its hash changes, so front
+ends that rerun on file changes (Snakemake by mtime, DVC by content) rerun exactly the runs whose
+config changed. Paths in it are repo-relative and the hash is taken over its canonical JSON form,
+so two checkouts in different folders give the same hash. train, evaluate and analyse all load
+the written file, so overrides given to train reach evaluation too.
 """
 from __future__ import annotations
 
+import copy
+import difflib
+import functools
+import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import atomic
 from . import matrix as mx
+from .provenance import sha256_text
+
+HEADER = re.compile(r'^# config_sha256: ([0-9a-f]{64})$', re.M)
+NEW_KEY = '+'  # an option key written '+a.b' adds a key on purpose; others must exist
 
 
-def build(matrix: dict, profile: str, run: str, seed: int):
+@functools.lru_cache(maxsize=None)
+def _metafile_index(package_path: str) -> dict:
+    """mmengine's index of an installed package's model metafiles, read once per process."""
+    from mmengine.fileio import load
+    index = {}
+    mim = Path(package_path) / '.mim'
+    for meta_path in load(str(mim / 'model-index.yml'))['Import']:
+        for model in load(str(mim / meta_path))['Models']:
+            if 'Config' in model:
+                index.setdefault(model['Config'].partition('/')[-1], model)
+    return index
+
+
+def _cached_cfg_metainfo(package_path: str, cfg_path: str) -> dict:
+    """Same result as mmengine's _get_cfg_metainfo. That one reads all of mmdet's ~100
+    metafiles for every `mmdet::` base reference (1.5 s each, most of the time it takes to
+    resolve a run's config); the index does not change within a process."""
+    index = _metafile_index(package_path)
+    if cfg_path not in index:
+        raise ValueError(f'Expected configs: {index.keys()}, but got {cfg_path}')
+    return index[cfg_path]
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed(path: Path, mtime_ns: int):
+    """A config file as mmengine parses it (runs sharing a file parse it once per process)."""
+    import mmengine.config.utils
+    from mmengine.config import Config
+    mmengine.config.utils._get_cfg_metainfo = _cached_cfg_metainfo
+    return Config.fromfile(str(path), import_custom_modules=False)
+
+
+def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | None = None):
+    """The run's mmengine Config, fully resolved (nothing is written)."""
+    spec = mx.run_spec(matrix, run, scale)
+    path = mx.config_path(matrix, scale, spec['config'])
+    if not path.is_file():
+        raise SystemExit(f'{path}: config of run {run!r} ({scale} scale) does not exist; '
+                         f'add it or fix `config:` of {run} in {mx.MATRIX_FILE}')
+    cfg = copy.deepcopy(_parsed(path, path.stat().st_mtime_ns))
+    relocate_data(cfg, mx.data_root(matrix, scale, spec['dataset']))
+    merge_checked(cfg, spec['options'], f'{mx.rel(mx.MATRIX_FILE)}: options of run {run!r}')
+    merge_checked(cfg, cfg_options or {}, '--cfg-options')
+    cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
+    cfg.work_dir = mx.rel(mx.work_dir(scale, run, seed))
+    if spec['pretrain']:
+        parent_seed = mx.pretrain_seed(matrix, scale, seed)
+        cfg.load_from = mx.rel(mx.checkpoint(scale, spec['pretrain'], parent_seed))
+        cfg.pretrain_config_sha256 = config_sha256(
+            resolve(matrix, scale, spec['pretrain'], parent_seed))
+    return cfg
+
+
+def config_sha256(cfg) -> str:
+    """Hash of the config's canonical JSON form (key order and formatting do not matter)."""
+    return sha256_text(json.dumps(cfg.to_dict(), sort_keys=True, default=repr,
+                                  separators=(',', ':')))
+
+
+def write(cfg, scale: str, run: str, seed: int) -> tuple[Path, str]:
+    """Write the resolved config unless the file already holds this hash; (path, hash)."""
+    sha = config_sha256(cfg)
+    path = mx.resolved_config(scale, run, seed)
+    if written_sha256(path) != sha:
+        atomic.write_text(path, f'# Resolved config of run {run!r}, seed {seed}, scale '
+                                f'{scale!r}: written by pipeline/runconfig.py, read by every stage.\n'
+                                f'# config_sha256: {sha}\n{cfg.pretty_text}')
+    return path, sha
+
+
+def resolve_and_write(matrix: dict, scale: str, run: str, seed: int,
+                      cfg_options: dict | None = None) -> tuple[Path, str]:
+    return write(resolve(matrix, scale, run, seed, cfg_options), scale, run, seed)
+
+
+def written_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    match = HEADER.search(path.read_text())
+    return match.group(1) if match else None
+
+
+def load(scale: str, run: str, seed: int):
+    """(Config, hash) of the run's resolved config, as train wrote it; refuses a file whose
+    content no longer matches its hash (edited by hand)."""
     from mmengine.config import Config
 
-    spec = mx.run_spec(matrix, run)
-    path = mx.config_path(matrix, profile, spec['config'])
+    path = mx.resolved_config(scale, run, seed)
     if not path.is_file():
-        raise SystemExit(f'{path}: config of run {run!r} ({profile} profile) does not exist; '
-                         f'add it or fix `config:` of {run} in {mx.MATRIX_FILE}')
-    root = mx.data_root(matrix, profile, spec['dataset'])
-    if not root.is_dir():
-        how = 'python -m pipeline synthesize' if mx.profile(matrix, profile)['data'] == 'synthesize' \
-            else 'python -m pipeline fetch'
-        raise SystemExit(f'{root}: data of run {run!r} is missing; run `{how} --profile {profile}` first')
+        raise SystemExit(f'{path}: no resolved config for run {run!r} seed {seed}; train it first '
+                         f'(`python -m pipeline train --scale {scale} --run {run} --seed {seed}`)')
     cfg = Config.fromfile(str(path))
-    relocate_data(cfg, root)
-    cfg.merge_from_dict(spec['options'])
-    cfg.randomness = dict(seed=seed)
-    cfg.work_dir = str(mx.work_dir(profile, run, seed))
-    return cfg, path
+    sha = written_sha256(path)
+    if sha is None or config_sha256(cfg) != sha:
+        raise SystemExit(f'{path}: its content does not match its config_sha256 header (edited '
+                         f'by hand?); delete it and run `python -m pipeline train --scale {scale} '
+                         f'--run {run} --seed {seed}` to resolve it again')
+    return cfg, sha
+
+
+def key_paths(node, prefix: str = '') -> list[str]:
+    """Every dotted key path of a config (list items by index, as --cfg-options writes them)."""
+    items = (node.items() if isinstance(node, dict)
+             else enumerate(node) if isinstance(node, (list, tuple)) else ())
+    paths = []
+    for key, value in items:
+        path = f'{prefix}{key}'
+        paths += [path, *key_paths(value, path + '.')]
+    return paths
+
+
+def merge_checked(cfg, options: dict, where: str) -> None:
+    """Merge overrides whose keys all exist in `cfg` (a typo would otherwise be kept silently
+    and change nothing); a key written '+a.b' is new on purpose and merged as 'a.b'."""
+    if not options:
+        return
+    known = set(key_paths(cfg.to_dict()))
+    merged = {}
+    for key, value in options.items():
+        if key.startswith(NEW_KEY):
+            merged[key[len(NEW_KEY):]] = value
+            continue
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+            hint = f'did you mean {", ".join(near)}? ' if near else ''
+            raise SystemExit(f'{where}: key {key!r} is not in the config; {hint}write '
+                             f"'{NEW_KEY}{key}' to add it as a new key")
+        merged[key] = value
+    cfg.merge_from_dict(merged)
 
 
 def relocate_data(cfg, root: Path) -> None:
-    """Point every path under the config's `data_root` at `root` (datasets, evaluator files)."""
+    """Point every path under the config's `data_root` at `root` (datasets, evaluator files),
+    written relative to the checkout."""
     old = cfg.get('data_root')
     if not old:
         raise SystemExit(f'{cfg.filename}: no top-level data_root; the pipeline relocates data '
                          'through it (MMDetection base configs define one)')
-    new = str(root).rstrip('/') + '/'
+    new = mx.rel(root).rstrip('/') + '/'
     old = old.rstrip('/') + '/'
 
     def walk(node):
@@ -57,11 +183,6 @@ def relocate_data(cfg, root: Path) -> None:
     for key in list(cfg.keys()):
         cfg[key] = walk(cfg[key])
     cfg.data_root = new
-
-
-def dump_text(cfg) -> str:
-    """The resolved config as text: what the hash in the provenance is taken over."""
-    return cfg.pretty_text
 
 
 @contextmanager

@@ -1,46 +1,133 @@
 """Stage `train`: one run and seed through the mmengine Runner.
 
-Resumable: a killed job rerun with the same arguments continues from its last checkpoint.
-Fine-tune runs start from their pretrain run's final checkpoint (same seed), handed in as
-load_from: configs never name a checkpoint.
+The run's resolved config is (re)written first (pipeline/runconfig.py) and its identity (config,
+training code, data: pipeline/provenance.py) is kept in the work dir. A work dir made under
+another identity is never resumed or reused: it is moved aside, intact, and training starts
+fresh. Under the same identity a killed job rerun with the same arguments resumes from its last
+checkpoint, and a finished one is left alone. Fine-tune runs start from their pretrain run's
+final checkpoint (same seed), named in the resolved config's load_from.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from contextlib import nullcontext
+from datetime import datetime, timezone
+from pathlib import Path
 
 from . import atomic, distributed, provenance, runconfig
 from . import matrix as mx
 
+IDENTITY = 'identity.json'
+CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
-def train(profile: str, run: str, seed: int, *, launcher: str = 'none',
+
+def check_annotations(paths) -> None:
+    """Every annotation file parses as JSON, before mmdet would fail on it deep inside."""
+    for path in paths:
+        try:
+            json.loads(Path(path).read_bytes())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f'{mx.rel(path)}: not a readable annotation file ({err}); rerun '
+                             'the data stage (`python -m pipeline data --scale ...`)') from None
+
+
+def good_checkpoint(work: Path) -> Path | None:
+    """The newest epoch/iteration checkpoint in `work` that loads; unreadable ones (a job killed
+    while writing) are renamed to *.corrupt and the previous one is taken, saying so."""
+    import torch
+
+    found = sorted((int(m.group(2)), p) for p in work.glob('*.pth')
+                   if (m := CHECKPOINT_NAME.match(p.name)))
+    for _, path in reversed(found):
+        try:
+            with runconfig.own_checkpoints():
+                torch.load(path, map_location='cpu', weights_only=False)
+            return path
+        except Exception as err:  # noqa: BLE001  (any unpickling failure means unusable)
+            bad = path.with_name(path.name + '.corrupt')
+            os.replace(path, bad)
+            print(f'[train] {mx.rel(path)} cannot be loaded ({type(err).__name__}: '
+                  f'{str(err)[:120]}); set aside as {bad.name}, falling back to the previous '
+                  'checkpoint')
+    return None
+
+
+def read_identity(work: Path) -> dict | None:
+    path = work / IDENTITY
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def set_aside(work: Path, made_under: dict | None, now: dict) -> Path | None:
+    """Move a work dir made under another identity (with checkpoints or an identity of its own)
+    out of the way, kept intact; its new path."""
+    trained = work.is_dir() and ((work / IDENTITY).is_file() or any(work.glob('*.pth')))
+    if not trained or made_under == now:
+        return None
+    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    old = (made_under or {}).get('config_sha256', 'unknown')[:12]
+    dest = work.with_name(f'{work.name}.stale-{stamp}-{old}')
+    os.replace(work, dest)
+    changed = [k.removesuffix('_sha256') for k in now if (made_under or {}).get(k) != now[k]]
+    print(f'[train] {work.parent.name} {work.name}: work dir was made under another '
+          f'{"/".join(changed) or "identity"} (config {old}, now {now["config_sha256"][:12]}); '
+          f'moved it to {mx.rel(dest)} and training afresh')
+    return dest
+
+
+def check_parent(matrix: dict, scale: str, spec: dict, seed: int, cfg) -> None:
+    """The pretrain run's weights must come from the config this run's config names."""
+    seed = mx.pretrain_seed(matrix, scale, seed)
+    parent_work = mx.work_dir(scale, spec['pretrain'], seed)
+    made_under = read_identity(parent_work) or {}
+    if made_under.get('config_sha256') != cfg.pretrain_config_sha256:
+        raise SystemExit(
+            f'{mx.rel(parent_work)}: pretrain run {spec["pretrain"]!r} seed {seed} was trained '
+            f'under config {str(made_under.get("config_sha256"))[:12]}, but this run starts from '
+            f'config {cfg.pretrain_config_sha256[:12]}; retrain it first (`python -m pipeline '
+            f'train --scale {scale} --run {spec["pretrain"]} --seed {seed}`)')
+
+
+def train(scale: str, run: str, seed: int, *, launcher: str = 'none',
           cfg_options: dict | None = None) -> dict:
-    """cfg_options: extra overrides on top of the matrix's (recorded in the provenance)."""
-    from mmengine.runner import Runner, find_latest_checkpoint
+    """cfg_options: extra overrides on top of the matrix's (part of the resolved config)."""
+    from mmengine.runner import Runner
 
-    from . import rng_state  # noqa: F401  (registers RNGStateHook)
+    from . import train_hooks  # noqa: F401  (registers the hooks added below)
 
     matrix = mx.load()
-    spec = mx.run_spec(matrix, run)
-    cfg, path = runconfig.build(matrix, profile, run, seed)
-    cfg.merge_from_dict(cfg_options or {})
+    spec = mx.run_spec(matrix, run, scale)
+    config_file, sha = runconfig.resolve_and_write(matrix, scale, run, seed, cfg_options)
+    cfg, _ = runconfig.load(scale, run, seed)
+    check_annotations(mx.annotation_files(matrix, scale, spec['dataset']))
+    identity = provenance.identity(matrix, scale, run, sha)
+    work, final = mx.work_dir(scale, run, seed), mx.checkpoint(scale, run, seed)
+    rank = int(os.environ.get('RANK', 0))
+    if rank == 0:
+        set_aside(work, read_identity(work), identity)
+    distributed.barrier_if_launched(launcher)
+    if final.is_file():
+        print(f'[train] {run} seed {seed}: {mx.rel(final)} exists for this config; nothing to do')
+        return _read_summary(work)
+    if spec['pretrain']:
+        check_parent(matrix, scale, spec, seed, cfg)
+        runconfig.require_own_checkpoint(mx.ROOT / cfg.load_from, f'pretrain run {spec["pretrain"]!r}')
+    if rank == 0:
+        atomic.write_json(work / IDENTITY, identity)
+
     cfg.launcher = launcher
     distributed.prepare(cfg, launcher)
-    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='RNGStateHook')]
-    work = mx.work_dir(profile, run, seed)
-    final = mx.checkpoint(profile, run, seed)
-    if final.is_file():
-        print(f'[train] {run} seed {seed}: {final} exists; nothing to do')
-        return _read_summary(work)
-
-    latest = find_latest_checkpoint(str(work)) if work.is_dir() else None
+    cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='RNGStateHook'),
+                        dict(type='DataCheckHook'), dict(type='FiniteLossHook', run=run, seed=seed),
+                        dict(type='StopOnSigtermHook')]
+    if cfg.model.roi_head.get('type') == 'LOCERoIHead':
+        cfg.custom_hooks.append(dict(type='IndicatorTraceHook'))
+    latest = good_checkpoint(work) if work.is_dir() else None
     if latest:
-        cfg.resume, cfg.load_from = True, latest
-        print(f'[train] {run} seed {seed}: resuming from {latest}')
-    elif spec['stage'] == 'finetune':
-        parent = mx.checkpoint(profile, spec['pretrain'], seed)
-        cfg.load_from = str(runconfig.require_own_checkpoint(parent, f'pretrain run {spec["pretrain"]!r}'))
+        cfg.resume, cfg.load_from = True, str(latest)
+        print(f'[train] {run} seed {seed}: resuming from {mx.rel(latest)}')
     start = time.perf_counter()
     with runconfig.own_checkpoints() if cfg.get('load_from') else nullcontext():
         runner = Runner.from_cfg(cfg)
@@ -48,14 +135,16 @@ def train(profile: str, run: str, seed: int, *, launcher: str = 'none',
     wall = time.perf_counter() - start
     if runner.rank != 0:
         return {}
-    last = find_latest_checkpoint(str(work))
+    last = good_checkpoint(work)
     if not last:
         raise SystemExit(f'{work}: training ended without a checkpoint; check the config\'s '
                          'default_hooks.checkpoint')
-    summary = dict(run=run, seed=seed, profile=profile, checkpoint=os.path.basename(last),
-                   train_wall_s=round(wall, 2), resumed_from=latest,
-                   provenance=provenance.record(config_text=runconfig.dump_text(cfg), config=path,
-                                                seed=seed))
+    summary = dict(run=run, seed=seed, scale=scale, checkpoint=last.name,
+                   train_wall_s=round(wall, 2), resumed_from=latest and mx.rel(latest),
+                   identity=identity,
+                   provenance=provenance.record(config=mx.config_path(matrix, scale, spec['config']),
+                                                config_sha256=sha, seed=seed,
+                                                resolved_config=mx.rel(config_file)))
     atomic.write_json(work / 'train.json', summary)
     tmp = final.with_suffix('.pth.tmp')
     tmp.unlink(missing_ok=True)
@@ -65,7 +154,5 @@ def train(profile: str, run: str, seed: int, *, launcher: str = 'none',
 
 
 def _read_summary(work) -> dict:
-    import json
     path = work / 'train.json'
     return json.loads(path.read_text()) if path.is_file() else {}
-

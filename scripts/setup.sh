@@ -54,8 +54,8 @@ else
 fi
 pip install -q --no-index --no-deps --find-links "$wheelhouse" "mmcv==$MMCV_VERSION"
 
-say "installing the project and its pinned dependencies (editable, with the dev extra)"
-pip install -q --find-links "$wheelhouse" -e '.[dev]'
+say "installing the project and its pinned dependencies (editable: the plug-in, the pipeline and dev extras)"
+pip install -q --find-links "$wheelhouse" -e '.[pipeline,dev]'
 
 "$VENV/bin/python" - <<'PY'
 import mmcv, mmdet, mmengine, torch

@@ -1,4 +1,4 @@
-"""pipeline/aggregate.py on fake results for the whole smoke matrix: numbers, layout, files."""
+"""pipeline/aggregate on fake results for the whole smoke matrix: numbers, layout, files."""
 import copy
 import csv
 import json
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline import aggregate as ag
+from pipeline.aggregate import figure4 as ag_figure4
 from pipeline import matrix as mx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ FIG_CLASSES = [  # (id, name, frequency, train_instances); ties on train_instanc
 
 def smoke_matrix() -> dict:
     matrix = copy.deepcopy(mx.load())
-    matrix['profiles']['smoke']['seeds'] = [0, 1]
+    matrix['scales']['smoke']['seeds'] = [0, 1]
     return matrix
 
 
@@ -45,7 +46,7 @@ def metrics_json(run: str, seed: int) -> dict:
     tasks = {'bbox': dict.fromkeys(keys, 1.0), 'segm': dict.fromkeys(keys, 1.0)}
     for column, spec in PAPER['columns'].items():
         tasks[spec['task']][spec['metric']] = metric_value(run, seed, column)
-    return dict(run=run, seed=seed, profile='smoke', dataset='lvis_v1', **tasks,
+    return dict(run=run, seed=seed, scale='smoke', dataset='lvis_v1', **tasks,
                 provenance=dict(git_commit='abc123', git_dirty=False,
                                 packages={'torch': '2.13.0', 'mmdet': '3.3.0'},
                                 config=f'configs/smoke/{run}-tiny.py', config_sha256='0' * 64,
@@ -62,7 +63,8 @@ def class_stats(run: str, seed: int) -> list[dict]:
         score = round(0.9 - 0.08 * rank + 0.01 * seed + 0.001 * len(run), 4)
         out.append(dict(id=cid, name=name, frequency=freq, train_instances=n_train,
                         val_instances=0 if no_val else 4, mean_score=None if no_val else score,
-                        accuracy=None if no_val else round(score / 2, 4)))
+                        accuracy=None if no_val else round(score / 2, 4),
+                        accuracy_fg=None if no_val else round(score / 1.5, 4)))
     return out[::-1]  # the reader must sort, not trust the file order
 
 
@@ -87,8 +89,9 @@ def fake_results(results: Path, matrix: dict) -> dict:
     for panel, spec in matrix['figure4'].items():
         for seed in ([0] if panel == 'b' else [0, 1]):
             write(results, 'analysis', spec['run'], seed,
-                  dict(run=spec['run'], seed=seed, profile='smoke',
-                       classes=class_stats(spec['run'], seed)))
+                  dict(run=spec['run'], seed=seed, scale='smoke',
+                       classes=class_stats(spec['run'], seed),
+                       provenance=dict(config_sha256='0' * 64)))
     return written
 
 
@@ -97,7 +100,7 @@ def done(tmp_path_factory):
     results = tmp_path_factory.mktemp('results')
     matrix = smoke_matrix()
     written = fake_results(results, matrix)
-    summary = ag.aggregate('smoke', results_root=results, matrix=matrix, paper=PAPER)
+    summary = ag.aggregate('smoke', results_dir=results / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
     return dict(results=results, out=results / 'smoke', matrix=matrix, written=written,
                 summary=summary)
 
@@ -116,8 +119,8 @@ def test_csv_mean_std_n_delta_equal_hand_computation(done):
     checked = 0
     for table in TABLES:
         for rec in read_csv(done['out'] / 'tables' / f'{table}.csv'):
-            paper = PAPER['tables'][table]['rows'][rec['row']][rec['metric']]
-            assert float(rec['paper']) == paper
+            paper = PAPER['tables'][table]['rows'][rec['row']].get(rec['metric'])
+            assert rec['paper'] == ('' if paper is None else repr(round(paper, 6)))
             run = cells.get(f'{table}/{rec["row"]}')
             assert rec['run'] == (run or '')
             seeds = done['written'].get(run, [])
@@ -128,7 +131,10 @@ def test_csv_mean_std_n_delta_equal_hand_computation(done):
                 assert rec['mean'] == rec['std'] == rec['delta'] == ''
                 continue
             assert float(rec['mean']) == pytest.approx(statistics.mean(values), abs=1e-6)
-            assert float(rec['delta']) == pytest.approx(statistics.mean(values) - paper, abs=1e-6)
+            if paper is None:  # a row beyond the paper: nothing to take a difference with
+                assert rec['delta'] == ''
+            else:
+                assert float(rec['delta']) == pytest.approx(statistics.mean(values) - paper, abs=1e-6)
             if len(values) > 1:
                 assert float(rec['std']) == pytest.approx(statistics.stdev(values), abs=1e-6)
             else:
@@ -164,7 +170,8 @@ def test_every_paper_number_is_on_its_rows_paper_line(done):
         lines = md_lines(done, table, 'paper')
         assert len(lines) == len(spec['rows'])
         for cells, row in zip(lines, spec['rows'].values()):
-            assert cells[-5:] == [f'{row[m]:.1f}' for m in METRICS]
+            assert cells[-5:] == ['—' if row.get('beyond_paper') else f'{row[m]:.1f}'
+                                  for m in METRICS]
 
 
 def test_md_reproduced_and_delta_lines(done):
@@ -224,7 +231,7 @@ def test_png_is_an_image_and_svg_has_the_three_panel_titles(done):
     svg = (done['out'] / 'figures' / 'figure4.svg').read_text()
     for panel, spec in done['matrix']['figure4'].items():
         assert f'({panel}) {spec["title"]}' in svg.replace('&amp;', '&')
-    fig = ag.figure4(done['summary']['figure4'])
+    fig = ag_figure4.figure4(done['summary']['figure4'])
     assert len(fig.axes) == 3
     assert [ax.get_title().split(' [')[0] for ax in fig.axes] == [
         f'({p}) {s["title"]}' for p, s in done['matrix']['figure4'].items()]
@@ -238,7 +245,7 @@ def test_png_is_an_image_and_svg_has_the_three_panel_titles(done):
 
 def test_figure4_csv_is_seed_mean_in_training_order(done):
     rows = read_csv(done['out'] / 'figures' / 'figure4.csv')
-    assert list(rows[0]) == list(ag.FIGURE4_FIELDS)
+    assert list(rows[0]) == list(ag_figure4.FIGURE4_FIELDS)
     order = [cid for cid, *_ in FIG_CLASSES]
     for panel, spec in done['matrix']['figure4'].items():
         mine = [r for r in rows if r['panel'] == panel]
@@ -250,9 +257,9 @@ def test_figure4_csv_is_seed_mean_in_training_order(done):
             stats = [next(c for c in class_stats(spec['run'], s) if c['id'] == cid) for s in seeds]
             assert r['run'] == spec['run'] and int(r['n_seeds']) == len(seeds)
             if stats[0]['mean_score'] is None:
-                assert r['mean_score'] == r['accuracy'] == ''
+                assert r['mean_score'] == r['accuracy'] == r['accuracy_fg'] == ''
             else:
-                for field in ('mean_score', 'accuracy'):
+                for field in ('mean_score', 'accuracy', 'accuracy_fg'):
                     assert float(r[field]) == pytest.approx(statistics.mean(c[field] for c in stats))
 
 
@@ -279,7 +286,7 @@ def test_report_lists_runs_times_environment_and_missing(done):
 
 def test_report_reading_is_computed_from_the_tables(done):
     report = (done['out'] / 'REPORT.md').read_text()
-    base, loce = 'ce_r50_v1', 'loce_r50_v1'
+    base, loce = cell_runs(done['matrix'])['table1/baseline'], 'loce_r50_v1'
     rows = PAPER['tables']['table1']['rows']
     diff = (statistics.mean(metric_value(loce, s, 'APr') for s in (0, 1))
             - statistics.mean(metric_value(base, s, 'APr') for s in (0, 1)))
@@ -293,7 +300,10 @@ def test_report_reading_is_computed_from_the_tables(done):
     best = max(ap, key=ap.get)
     assert f'- table2: reproduced `{best}` (AP {ap[best]:.2f}); ' in report
     assert 'paper `alpha-0.9`, `alpha-0.95` (AP 26.6)' in report
-    n_runs = sum(bool(s['tables']) for s in mx.runs(done['matrix']).values()) - 1  # MISSING_RUN
+    def compared(cell):  # a cell with paper numbers to take Δ with
+        table, _, row = cell.partition('/')
+        return not PAPER['tables'][table]['rows'][row].get('beyond_paper')
+    n_runs = sum(any(map(compared, s['tables'])) for s in mx.runs(done['matrix']).values()) - 1  # MISSING_RUN
     assert f'- pairs: {n_runs * len(METRICS)}; ' in report
 
 
@@ -308,13 +318,13 @@ def test_report_names_each_runs_config_and_overrides(done):
 def test_rerun_gives_identical_text_outputs(done, tmp_path):
     first = {p: p.read_bytes() for p in done['out'].rglob('*')
              if p.is_file() and p.suffix in ('.md', '.csv', '.tex', '.svg')}
-    ag.aggregate('smoke', results_root=done['results'], matrix=done['matrix'], paper=PAPER)
+    ag.aggregate('smoke', results_dir=done['results'] / 'smoke', check_configs=False, matrix=done['matrix'], paper=PAPER)
     assert {p: p.read_bytes() for p in first} == first
 
 
 def test_no_results_at_all_still_writes_everything(tmp_path):
     matrix = smoke_matrix()
-    summary = ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+    summary = ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
     assert (tmp_path / 'smoke' / 'REPORT.md').is_file()
     out = tmp_path / 'smoke'
     statuses = {r['status'] for t in TABLES for r in read_csv(out / 'tables' / f'{t}.csv')}
@@ -329,7 +339,7 @@ def test_malformed_json_fails_naming_the_file(tmp_path):
     matrix = smoke_matrix()
     bad = write(tmp_path, 'metrics', 'loce_r50_v1', 0, '{"run": "loce_r50_v1", ')
     with pytest.raises(ValueError, match=re.escape(str(bad)) + '.*malformed JSON'):
-        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+        ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
     assert not (tmp_path / 'smoke' / 'REPORT.md').exists()
 
 
@@ -337,25 +347,54 @@ def test_result_of_another_run_or_bad_value_fails_naming_the_file(tmp_path):
     matrix = smoke_matrix()
     path = write(tmp_path, 'metrics', 'loce_r50_v1', 0, metrics_json('ebl_r50_v1', 0))
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*run 'ebl_r50_v1'"):
-        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+        ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
     bad = metrics_json('loce_r50_v1', 0)
     bad['segm']['APr'] = 'high'
     write(tmp_path, 'metrics', 'loce_r50_v1', 0, bad)
     with pytest.raises(ValueError, match=re.escape(str(path)) + '.*segm.APr'):
-        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+        ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
 
 
 def test_a_matrix_cell_missing_from_the_paper_fails(tmp_path):
     matrix = smoke_matrix()
     matrix['finetune']['loce_r50_v1']['tables'].append('table2/alpha-0.5')
     with pytest.raises(ValueError, match='table2/alpha-0.5'):
-        ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+        ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
 
 
-def test_result_files_outside_the_matrix_or_profile_are_listed_not_read(tmp_path):
+def test_result_files_outside_the_matrix_or_scale_are_listed_not_read(tmp_path):
     matrix = smoke_matrix()
     stale = write(tmp_path, 'metrics', 'loce_r50_v1', 7, '{not json: never read}')
-    summary = ag.aggregate('smoke', results_root=tmp_path, matrix=matrix, paper=PAPER)
+    summary = ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
     assert summary['ignored'] == [stale]
     report = (tmp_path / 'smoke' / 'REPORT.md').read_text()
     assert f'- `{stale.relative_to(tmp_path / "smoke")}`' in report
+
+
+def test_a_truncated_result_stops_aggregate_and_leaves_the_old_outputs(tmp_path):
+    matrix = smoke_matrix()
+    fake_results(tmp_path, matrix)
+    ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
+    outputs = {p: p.read_bytes() for name in ag.outputs() for p in [tmp_path / 'smoke' / name]}
+    path = write(tmp_path, 'analysis', 'loce_r50_v1', 0, '{"run": "loce_r50_v1", "seed": 0, "cla')
+    with pytest.raises(ValueError, match=re.escape(str(path)) + '.*malformed JSON.*re-run'):
+        ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
+    assert {p: p.read_bytes() for p in outputs} == outputs
+
+
+def test_a_result_made_under_another_config_is_stale_not_a_number(tmp_path):
+    matrix = smoke_matrix()
+    write(tmp_path, 'metrics', 'loce_r50_v1', 0, metrics_json('loce_r50_v1', 0))  # config '0' * 64
+    results = ag.collect('smoke', tmp_path / 'smoke', matrix, PAPER,
+                         current_sha=lambda run, seed: '1' * 64)
+    assert results['metrics']['loce_r50_v1'] == {}
+    [entry] = [m for m in results['missing']
+               if (m['kind'], m['run'], m['seed']) == ('metrics', 'loce_r50_v1', 0)]
+    assert entry['stale'] == 'stale: made under config 000000000000, now 111111111111'
+    same = ag.collect('smoke', tmp_path / 'smoke', matrix, PAPER, current_sha=lambda run, seed: '0' * 64)
+    assert set(same['metrics']['loce_r50_v1']) == {0}
+
+
+def test_outputs_list_is_what_aggregate_writes(done):
+    written = sorted(str(p.relative_to(done['out'])) for p in done['summary']['written'])
+    assert written == sorted(ag.outputs())

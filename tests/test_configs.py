@@ -1,5 +1,6 @@
-"""Every config loads and its model builds through the registry; every full config has a smoke
-twin; the configs carry the paper's settings and the keys the pipeline overrides."""
+"""Every LOCE config loads and its model builds through the registry; every full config has a
+smoke and, for Table 1's runs, a proxy twin; the configs carry the paper's settings and the keys
+the pipeline overrides. (The Table 5 baselines' configs are tested in test_baseline_configs.py.)"""
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,11 @@ import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 FULL = sorted(p for p in CONFIGS.glob('*.py')) + sorted(CONFIGS.glob('ablations/*.py'))
-SMOKE = sorted(CONFIGS.glob('smoke/*-tiny.py'))
 PRETRAIN = {'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1',
             'mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1',
             'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5',
-            'mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1'}
+            'mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1',
+            'mask-rcnn_r50_fpn_normed-mask_random-ms-30e_lvis-v1'}
 FINETUNE = {'loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce_mask-rcnn_r101_fpn_normed-mask_ms-6e_lvis-v1',
             'loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v0.5',
@@ -23,6 +24,12 @@ FINETUNE = {'loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce-ebl_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce-mfs_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce-prior_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1'}
+SMOKE = sorted(p for p in CONFIGS.glob('smoke/*-tiny.py') if p.name[:-8] in PRETRAIN | FINETUNE)
+PROXY = sorted(CONFIGS.glob('proxy/*-proxy.py'))
+TABLE1 = PRETRAIN - {'mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1',
+                     'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5'} | \
+    FINETUNE - {'loce_mask-rcnn_r101_fpn_normed-mask_ms-6e_lvis-v1',
+                'loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v0.5'}
 
 
 def _name(path):
@@ -32,9 +39,10 @@ def _name(path):
 def test_the_contract_stems_exist_and_each_has_a_smoke_twin():
     assert {_name(p) for p in FULL} == PRETRAIN | FINETUNE
     assert {_name(p)[:-len('-tiny')] for p in SMOKE} == PRETRAIN | FINETUNE
+    assert {_name(p)[:-len('-proxy')] for p in PROXY} == TABLE1
 
 
-@pytest.mark.parametrize('path', FULL + SMOKE, ids=lambda p: str(p.relative_to(CONFIGS)))
+@pytest.mark.parametrize('path', FULL + SMOKE + PROXY, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_config_loads_and_its_model_builds(path):
     cfg = Config.fromfile(str(path))
     assert cfg.default_scope == 'mmdet'
@@ -52,7 +60,8 @@ def test_config_loads_and_its_model_builds(path):
     model = MODELS.build(cfg.model)
     classes = cfg.model.roi_head.bbox_head.num_classes
     assert model.roi_head.bbox_head.fc_cls.out_features == classes + 1
-    assert classes == (16 if path in SMOKE else 1230 if 'v0.5' in path.name else 1203)
+    assert classes == (16 if path in SMOKE else 25 if path in PROXY
+                       else 1230 if 'v0.5' in path.name else 1203)
 
 
 def _full(stem):
@@ -67,12 +76,13 @@ def test_pretrain_configs_follow_the_paper(stem):
     assert cfg.model.roi_head.type == 'StandardRoIHead'
     assert cfg.model.roi_head.bbox_head.loss_cls.type == 'CrossEntropyLoss'
     assert cfg.model.test_cfg.rcnn.max_per_img == 300
-    assert cfg.train_cfg.max_epochs == 24
+    epochs, milestones = (30, [20, 28]) if '30e' in stem else (24, [16, 22])
+    assert cfg.train_cfg.max_epochs == epochs
     assert cfg.optim_wrapper.optimizer == dict(type='SGD', lr=0.02, momentum=0.9,
                                                weight_decay=0.0001)
     warmup, steps = cfg.param_scheduler
     assert (warmup.type, warmup.end, warmup.start_factor) == ('LinearLR', 500, 0.001)
-    assert steps.milestones == [16, 22]
+    assert steps.milestones == milestones
     dataset = cfg.train_dataloader.dataset
     if 'sample1e-3' in stem:
         assert (dataset.type, dataset.oversample_thr) == ('ClassBalancedDataset', 1e-3)

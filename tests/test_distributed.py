@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) fine-tune the smoke LOCE run through the launch Snakemake uses on
 GPUs (torchrun, mmengine's `pytorch` launcher): both ranks end with the same mean score, the
 saved checkpoint holds it, and rank 0 alone writes the run's summary."""
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from pipeline import matrix as mx
+from pipeline import runconfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN, PRETRAIN = 'loce_r50_v1', 'r50_v1'
@@ -23,6 +25,8 @@ import os, sys
 from pathlib import Path
 out, argv = Path(sys.argv[1]), sys.argv[2:]
 sys.path.insert(0, os.getcwd())
+from pipeline import determinism, matrix as mx
+determinism.apply(mx.scale(mx.load(), 'smoke'))  # before torch, as the CLI does
 import torch
 from mmengine.runner import Runner
 from pipeline import atomic
@@ -62,6 +66,9 @@ def _random_stage1_checkpoint(repo: Path) -> None:
     target = repo / mx.checkpoint('smoke', PRETRAIN, 0).relative_to(mx.ROOT)
     target.parent.mkdir(parents=True)
     torch.save(dict(state_dict=model.state_dict(), meta={}), target)
+    # what the train stage records: the config the weights were trained under
+    sha = runconfig.config_sha256(runconfig.resolve(matrix, 'smoke', PRETRAIN, 0))
+    (target.parent / 'identity.json').write_text(json.dumps(dict(config_sha256=sha)))
 
 
 @pytest.mark.slow
@@ -73,13 +80,13 @@ def test_two_cpu_processes_agree_on_the_mean_score_and_rank0_writes_once(tmp_pat
     (tmp_path / 'rank_probe.py').write_text(RANK_PROBE)
     # No GPU even where there is one: this is the gloo path.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1')
-    subprocess.run([sys.executable, '-m', 'pipeline', 'data', '--profile', 'smoke'], cwd=repo,
+    subprocess.run([sys.executable, '-m', 'pipeline', 'data', '--scale', 'smoke'], cwd=repo,
                    env=env, check=True, capture_output=True)
     _random_stage1_checkpoint(repo)
 
     launch = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
               '--nproc_per_node', '2', '--', str(tmp_path / 'rank_probe.py'), str(probe),
-              '--threads', '1', 'train', '--profile', 'smoke', '--run', RUN, '--seed', '0',
+              '--threads', '1', 'train', '--scale', 'smoke', '--run', RUN, '--seed', '0',
               '--launcher', 'pytorch']
     done = subprocess.run(launch, cwd=repo, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -93,4 +100,4 @@ def test_two_cpu_processes_agree_on_the_mean_score_and_rank0_writes_once(tmp_pat
     final = repo / mx.checkpoint('smoke', RUN, 0).relative_to(mx.ROOT)
     saved = torch.load(final, map_location='cpu', weights_only=False)['state_dict']
     assert torch.equal(saved['roi_head.indicator.scores'], scores)
-    assert (probe / 'writes.log').read_text().splitlines() == ['0 train.json']
+    assert (probe / 'writes.log').read_text().splitlines() == ['0 identity.json', '0 train.json']

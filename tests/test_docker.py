@@ -128,7 +128,7 @@ def test_cpu_image_runs_the_smoke_data_stage_offline_as_a_non_root_user(tmp_path
     run = ['docker', 'run', '--rm', '--network', 'none', '-v', f'{data}:/work/data', IMAGE_TAG]
     who = subprocess.run([*run, 'id', '-u'], capture_output=True, text=True, check=True)
     assert who.stdout.strip() == str(uid) != '0'
-    subprocess.run([*run, 'python', '-m', 'pipeline', 'data', '--profile', 'smoke'], check=True)
+    subprocess.run([*run, 'python', '-m', 'pipeline', 'data', '--scale', 'smoke'], check=True)
 
     for dataset in ('lvis_v1', 'lvis_v0.5'):
         train = data / 'smoke' / dataset / 'annotations' / f'{dataset}_train.json'

@@ -20,8 +20,8 @@ def _normalise(cmd: str) -> str:
     return re.sub(r' --seed \d+', '', cmd)
 
 
-def snakemake_commands(profile: str) -> set[str]:
-    out = subprocess.run(['snakemake', '-n', '-p', '-F', '--config', f'profile={profile}'],
+def snakemake_commands(scale: str) -> set[str]:
+    out = subprocess.run(['snakemake', '-n', '-p', '-F', '--config', f'scale={scale}'],
                          cwd=mx.ROOT, env=ENV, capture_output=True, text=True, check=True).stdout
     cmds = {_normalise(line.split('Shell command:', 1)[1]) for line in out.splitlines()
             if 'Shell command:' in line}
@@ -39,29 +39,54 @@ def dvc_commands() -> set[str]:
     return cmds
 
 
-def expected_commands(profile: str) -> set[str]:
+def expected_commands(scale: str) -> set[str]:
     matrix = mx.load()
     cli = 'python -m pipeline'
-    cmds = {f'{cli} data --profile {profile}', f'{cli} aggregate --profile {profile}'}
+    cmds = {f'{cli} data --scale {scale}', f'{cli} aggregate --scale {scale}'}
     for run in mx.runs(matrix):
-        cmds |= {f'{cli} train --profile {profile} --run {run}',
-                 f'{cli} evaluate --profile {profile} --run {run}'}
-    cmds |= {f'{cli} analyse --profile {profile} --run {run}' for run in mx.analysed_runs(matrix)}
+        cmds |= {f'{cli} train --scale {scale} --run {run}',
+                 f'{cli} evaluate --scale {scale} --run {run}'}
+    cmds |= {f'{cli} analyse --scale {scale} --run {run}' for run in mx.analysed_runs(matrix)}
     return cmds
 
 
 def test_snakemake_and_dvc_run_the_same_commands_for_every_run():
+    """DVC also has a `resolve` stage; Snakemake resolves configs when it reads the Snakefile."""
     snake = snakemake_commands('smoke')
     assert snake == expected_commands('smoke')
-    assert dvc_commands() == snake
+    assert dvc_commands() == snake | {'python -m pipeline resolve --scale smoke'}
 
 
-def test_snakemake_jobs_are_every_run_times_every_seed_of_the_profile():
-    out = subprocess.run(['snakemake', '-n', '-F', '--config', 'profile=full'], cwd=mx.ROOT, env=ENV,
+def _dvc_stages() -> dict:
+    import yaml
+    return yaml.safe_load((mx.ROOT / 'dvc.yaml').read_text())['stages']
+
+
+def test_dvc_stages_depend_on_the_code_their_stages_run():
+    from pipeline.provenance import STAGE_CODE
+
+    stages = _dvc_stages()
+    for name in ('pretrain', 'finetune'):
+        deps = set(stages[name]['do']['deps'])
+        assert set(STAGE_CODE['train']) | set(STAGE_CODE['evaluate']) <= deps, name
+        assert '${scale}' in ' '.join(deps)
+    assert set(STAGE_CODE['analyse']) <= set(stages['analyse']['do']['deps'])
+
+
+def test_dvc_aggregate_outputs_are_the_folders_of_the_aggregate_outputs():
+    from pipeline.aggregate import outputs
+
+    outs = {next(iter(o)) if isinstance(o, dict) else o for o in _dvc_stages()['aggregate']['outs']}
+    prefix = 'work/${scale}/results/'
+    assert {o.removeprefix(prefix) for o in outs} == {n.split('/')[0] for n in outputs()}
+
+
+def test_snakemake_jobs_are_every_run_times_every_seed_of_the_scale():
+    out = subprocess.run(['snakemake', '-n', '-F', '--config', 'scale=full'], cwd=mx.ROOT, env=ENV,
                          capture_output=True, text=True, check=True).stdout
     counts = dict(re.findall(r'^(\w+)\s+(\d+)$', out, flags=re.M))
     matrix = mx.load()
-    seeds = len(matrix['profiles']['full']['seeds'])
+    seeds = len(matrix['scales']['full']['seeds'])
     assert int(counts['train']) == int(counts['evaluate']) == len(mx.runs(matrix)) * seeds
     assert int(counts['analyse']) == len(mx.analysed_runs(matrix)) * seeds
 
@@ -76,8 +101,8 @@ def test_dvc_stage_names_are_the_matrix_run_names():
     assert {f'finetune@{r}' for r in matrix['finetune']} <= names
 
 
-def test_full_profile_plans_without_data_in_seconds_worth_of_work(tmp_path):
+def test_full_scale_plans_without_data_in_seconds_worth_of_work(tmp_path):
     """The full plan needs no LVIS on disk: its first job is the fetch."""
-    out = subprocess.run(['snakemake', '-n', '-p', '--config', 'profile=full'], cwd=mx.ROOT, env=ENV,
+    out = subprocess.run(['snakemake', '-n', '-p', '--config', 'scale=full'], cwd=mx.ROOT, env=ENV,
                          capture_output=True, text=True, check=True).stdout
-    assert 'python -m pipeline data --profile full' in out
+    assert 'python -m pipeline data --scale full' in out

@@ -1,4 +1,4 @@
-"""The experiment matrix: valid, every run has its config in both profiles, errors name the file."""
+"""The experiment matrix: valid, every run has its config at both scales, errors name the file."""
 from pathlib import Path
 
 import pytest
@@ -32,13 +32,13 @@ def test_shared_cells_are_trained_once(matrix):
 def test_four_pretrain_runs_and_figure4_panels(matrix):
     assert set(matrix['pretrain']) == {'r50_v1', 'r101_v1', 'r50_v05', 'r50_v1_rfs'}
     assert [matrix['figure4'][p]['run'] for p in 'abc'] == ['r50_v1', 'r50_v1_rfs', 'loce_r50_v1']
-    assert len(matrix['profiles']['full']['seeds']) == 3
+    assert len(matrix['scales']['full']['seeds']) == 3
 
 
-@pytest.mark.parametrize('profile', ['full', 'smoke'])
-def test_every_run_has_a_config_in_every_profile(matrix, profile):
+@pytest.mark.parametrize('scale', ['full', 'smoke'])
+def test_every_run_has_a_config_in_every_scale(matrix, scale):
     for name, spec in mx.runs(matrix).items():
-        path = mx.config_path(matrix, profile, spec['config'])
+        path = mx.config_path(matrix, scale, spec['config'])
         assert path.is_file(), f'{name}: {path} missing'
 
 
@@ -51,12 +51,12 @@ def test_option_keys_exist_in_the_configs_they_override(matrix):
     from mmengine.config import Config
 
     for name, spec in mx.runs(matrix).items():
-        for profile in ('full', 'smoke'):
-            cfg = Config.fromfile(mx.config_path(matrix, profile, spec['config']))
+        for scale in ('full', 'smoke'):
+            cfg = Config.fromfile(mx.config_path(matrix, scale, spec['config']))
             for key in spec['options']:
                 node = cfg
                 for part in key.split('.'):
-                    assert part in node, f'{name} ({profile}): {key} not in config'
+                    assert part in node, f'{name} ({scale}): {key} not in config'
                     node = node[part]
 
 
@@ -71,7 +71,7 @@ def _write(tmp_path, mutate):
 @pytest.mark.parametrize('mutate, message', [
     (lambda d: d['finetune']['loce_r50_v1'].update(pretrain='nope'), "unknown pretrain run 'nope'"),
     (lambda d: d['finetune']['ebl_r50_v1'].update(tables=['table1/loce']), 'table1/loce is filled by more than one run'),
-    (lambda d: d['profiles']['smoke'].update(seeds=[]), 'profiles/smoke/seeds'),
+    (lambda d: d['scales']['smoke'].update(seeds=[]), 'scales/smoke/seeds'),
     (lambda d: d['finetune']['ce_r50_v1'].update(tables=['table9/x']), 'finetune/ce_r50_v1/tables/0'),
     (lambda d: d['figure4']['a'].update(run='ghost'), "figure4/a: unknown run 'ghost'"),
 ])

@@ -1,9 +1,17 @@
-"""Every full-profile run reads its data from the matrix's root, whatever its config names."""
+"""A run is its resolved config: relocated data, checked overrides, a hash that does not depend
+on where the checkout is, and a file rewritten exactly when that hash changes."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from mmengine.config import Config
 
 from pipeline import matrix as mx
-from pipeline.runconfig import relocate_data
+from pipeline import runconfig
+from pipeline.runconfig import merge_checked, relocate_data
 
 
 def _values(node, key):
@@ -22,7 +30,7 @@ def test_relocation_points_datasets_and_evaluators_at_the_matrix_root(run):
     matrix = mx.load()
     spec = mx.run_spec(matrix, run)
     cfg = Config.fromfile(mx.config_path(matrix, 'full', spec['config']))
-    root = str(mx.data_root(matrix, 'full', spec['dataset'])) + '/'
+    root = matrix['datasets'][spec['dataset']]['full'] + '/'
     relocate_data(cfg, mx.data_root(matrix, 'full', spec['dataset']))
     roots = list(_values(cfg.to_dict(), 'data_root'))
     assert roots and all(r == root for r in roots), roots
@@ -36,3 +44,92 @@ def test_a_config_without_data_root_is_refused(tmp_path):
     path.write_text("train_dataloader = dict(dataset=dict(ann_file='x.json'))\n")
     with pytest.raises(SystemExit, match='no top-level data_root'):
         relocate_data(Config.fromfile(path), tmp_path)
+
+
+def test_resolved_config_names_everything_a_run_depends_on():
+    matrix = mx.load()
+    cfg = runconfig.resolve(matrix, 'smoke', 'loce_alpha0.8_r50_v1', 3)
+    assert cfg.model.roi_head.indicator.alpha == 0.8          # the matrix option
+    assert cfg.randomness.seed == 3
+    assert cfg.work_dir == 'work/smoke/loce_alpha0.8_r50_v1/seed3'
+    assert cfg.load_from == 'work/smoke/r50_v1/seed3/final.pth'
+    parent = runconfig.config_sha256(runconfig.resolve(matrix, 'smoke', 'r50_v1', 3))
+    assert cfg.pretrain_config_sha256 == parent
+    assert not any(str(mx.ROOT) in str(v) for v in _values(cfg.to_dict(), 'data_root'))
+
+
+def test_an_option_changes_the_hash_and_a_seed_too():
+    matrix = mx.load()
+    base = runconfig.config_sha256(runconfig.resolve(matrix, 'smoke', 'loce_r50_v1', 0))
+    alpha = runconfig.config_sha256(runconfig.resolve(
+        matrix, 'smoke', 'loce_r50_v1', 0, {'model.roi_head.indicator.alpha': 0.8}))
+    seed = runconfig.config_sha256(runconfig.resolve(matrix, 'smoke', 'loce_r50_v1', 1))
+    assert len({base, alpha, seed}) == 3
+
+
+def test_file_is_rewritten_only_when_the_hash_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(mx, 'resolved_config', lambda s, r, k: tmp_path / r / f'seed{k}.py')
+    matrix = mx.load()
+    path, sha = runconfig.resolve_and_write(matrix, 'smoke', 'r50_v1', 0)
+    os.utime(path, (1, 1))
+    again, same = runconfig.resolve_and_write(matrix, 'smoke', 'r50_v1', 0)
+    assert (again, same) == (path, sha) and path.stat().st_mtime == 1
+    _, other = runconfig.resolve_and_write(matrix, 'smoke', 'r50_v1', 0, {'train_cfg.max_epochs': 2})
+    assert other != sha and path.stat().st_mtime > 1
+    loaded, loaded_sha = runconfig.load('smoke', 'r50_v1', 0)
+    assert loaded_sha == other and loaded.train_cfg.max_epochs == 2
+
+
+def test_a_hand_edited_resolved_config_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(mx, 'resolved_config', lambda s, r, k: tmp_path / r / f'seed{k}.py')
+    path, _ = runconfig.resolve_and_write(mx.load(), 'smoke', 'r50_v1', 0)
+    path.write_text(path.read_text().replace('max_epochs=1', 'max_epochs=5'))
+    with pytest.raises(SystemExit, match='does not match its config_sha256'):
+        runconfig.load('smoke', 'r50_v1', 0)
+
+
+def test_an_unknown_override_key_is_refused_with_the_nearest_ones():
+    cfg = Config(dict(auto_scale_lr=dict(enable=True, base_batch_size=16)))
+    with pytest.raises(SystemExit) as err:
+        merge_checked(cfg, {'auto_scale_lr.enabel': False}, '--cfg-options')
+    message = str(err.value)
+    assert "'auto_scale_lr.enabel'" in message and 'auto_scale_lr.enable' in message
+    assert "'+auto_scale_lr.enabel'" in message  # and how to add it on purpose
+    assert cfg.auto_scale_lr.enable is True
+
+
+def test_a_key_marked_new_is_added():
+    cfg = Config(dict(model=dict(type='X')))
+    merge_checked(cfg, {'+model.extra': 3, 'model.type': 'Y'}, 'test')
+    assert cfg.model == dict(type='Y', extra=3)
+
+
+def test_a_matrix_option_typo_names_the_matrix_and_the_run(monkeypatch):
+    matrix = mx.load()
+    matrix['finetune']['loce_alpha0.8_r50_v1']['options'] = {'model.roi_head.indicator.alpah': 0.8}
+    with pytest.raises(SystemExit, match=r"experiments.yaml: options of run 'loce_alpha0.8_r50_v1'.*"
+                                         r"model\.roi_head\.indicator\.alpha"):
+        runconfig.resolve(matrix, 'smoke', 'loce_alpha0.8_r50_v1', 0)
+
+
+def _clone(dest: Path) -> Path:
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=mx.ROOT,
+                           capture_output=True, text=True, check=True).stdout.split('\0')
+    for name in filter(None, files):
+        if (mx.ROOT / name).is_file() and not name.startswith('results/'):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(mx.ROOT / name, dest / name)
+    return dest
+
+
+def test_two_checkouts_in_different_folders_give_the_same_hashes(tmp_path):
+    hashes = []
+    for name in ('a', 'deeper/b'):
+        clone = _clone(tmp_path / name)
+        out = subprocess.run([sys.executable, '-m', 'pipeline', 'resolve', '--scale', 'smoke',
+                              '--run', 'loce_r50_v1'], cwd=clone, capture_output=True, text=True,
+                             check=True).stdout
+        hashes.append(out.split())
+        text = (clone / 'work/smoke/configs/loce_r50_v1/seed0.py').read_text()
+        assert str(clone) not in text
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 2

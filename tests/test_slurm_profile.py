@@ -45,13 +45,13 @@ def _jobs(log):
 @pytest.fixture(scope='module')
 def slurm_jobs():
     pytest.importorskip('snakemake_executor_plugin_slurm', reason=f'pip install {PLUGIN}')
-    return _jobs(_dry_run('--executor', 'slurm', '--workflow-profile', 'pipeline/profiles/slurm',
-                          '--cores', '64', '--config', 'profile=full'))
+    return _jobs(_dry_run('--executor', 'slurm', '--workflow-profile', 'profiles/slurm',
+                          '--cores', '64', '--config', 'scale=full'))
 
 
 def test_slurm_plan_has_one_training_and_evaluation_per_run_and_seed(slurm_jobs):
     matrix = mx.load()
-    expected = len(mx.runs(matrix)) * len(mx.profile(matrix, 'full')['seeds'])
+    expected = len(mx.runs(matrix)) * len(mx.scale(matrix, 'full')['seeds'])
     rules = [rule for rule, *_ in slurm_jobs]
     assert rules.count('train') == rules.count('evaluate') == expected
 
@@ -60,7 +60,7 @@ def test_training_jobs_ask_slurm_for_the_matrix_gpus_in_one_task(slurm_jobs):
     from snakemake_executor_plugin_slurm.submit_string import get_submit_command
     from snakemake_executor_plugin_slurm.utils import set_gres_string
 
-    gpus = mx.profile(mx.load(), 'full')['gpus']
+    gpus = mx.scale(mx.load(), 'full')['gpus']
     train = [job for job in slurm_jobs if job[0] == 'train']
     _, _, threads, resources, _ = train[0]
     assert resources['gpu'] == str(gpus) and resources['slurm_partition'] == 'gpu'
@@ -77,23 +77,24 @@ def test_training_jobs_ask_slurm_for_the_matrix_gpus_in_one_task(slurm_jobs):
 
 
 def test_gpu_training_runs_under_torchrun_on_reserved_devices(slurm_jobs):
-    gpus = mx.profile(mx.load(), 'full')['gpus']
+    gpus = mx.scale(mx.load(), 'full')['gpus']
     for rule, wildcards, threads, _, shell in slurm_jobs:
         if rule != 'train':
             continue
         assert shell.startswith(
             f'python -m pipeline.gpu_slots {gpus} -- python -m torch.distributed.run --standalone'
-            f' --nproc_per_node {gpus} -m -- pipeline --threads {threads // gpus} train --profile'
+            f' --nproc_per_node {gpus} -m -- pipeline --threads {threads // gpus} train --scale'
             f' full --run {wildcards["run"]} --seed {wildcards["seed"]} --launcher pytorch')
 
 
-def test_default_profile_runs_smoke_training_as_one_cpu_process():
-    jobs = _jobs(_dry_run('--workflow-profile', 'pipeline/profiles/default', '--cores', '2',
-                          '--config', 'profile=smoke'))
+def test_default_profile_runs_smoke_training_as_one_cpu_process_of_the_pinned_threads():
+    jobs = _jobs(_dry_run('--workflow-profile', 'profiles/default', '--cores', '2',
+                          '--config', 'scale=smoke'))
     train = [job for job in jobs if job[0] == 'train']
     assert train
     for _, wildcards, threads, resources, shell in train:
         assert resources.get('gpu', '0') == '0'
-        assert shell == (f'python -m pipeline --threads {threads} train --profile smoke '
+        assert threads == mx.scale(mx.load(), 'smoke')['threads']
+        assert shell == (f'python -m pipeline train --scale smoke '
                          f'--run {wildcards["run"]} --seed {wildcards["seed"]} '
-                         f'> work/smoke/{wildcards["run"]}/seed{wildcards["seed"]}/train.log 2>&1')
+                         f'> work/smoke/logs/{wildcards["run"]}/seed{wildcards["seed"]}/train.log 2>&1')

@@ -3,4 +3,4 @@
 _base_ = '../loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py'
 
 model = dict(
-    roi_head=dict(indicator=dict(_delete_=True, type='prior', bg_score=0.01)))
+    roi_head=dict(indicator=dict(_delete_=True, type='ClassPrior', bg_score=0.01)))

@@ -1,20 +1,15 @@
-# Tables 1-5, Figure 4 and REPORT.md of the profile.
-TABLES = [f"{RESULTS}/tables/table{i}.{ext}" for i in range(1, 6) for ext in ("md", "csv", "tex")]
-FIGURES = [f"{RESULTS}/figures/figure4.{ext}" for ext in ("png", "svg", "csv")]
-
-
-def aggregate_outputs():
-    return TABLES + FIGURES + [f"{RESULTS}/REPORT.md"]
+# Tables 1-5, Figure 4 and REPORT.md of the scale (the file list is pipeline.aggregate.outputs).
+AGGREGATE_OUTPUTS = [f"{RESULTS}/{name}" for name in aggregate_outputs()]
 
 
 rule aggregate:
     input:
-        metrics=expand(METRICS, profile=PROFILE, run=list(RUNS), seed=SEEDS),
-        analysis=expand(ANALYSIS, profile=PROFILE, run=mx.analysed_runs(MATRIX), seed=SEEDS),
+        metrics=per_run(METRICS, RUNS),
+        analysis=per_run(ANALYSIS, mx.analysed_runs(MATRIX)),
         paper="pipeline/paper.yaml",
     output:
-        aggregate_outputs(),
+        AGGREGATE_OUTPUTS,
     log:
-        f"work/{PROFILE}/logs/aggregate.log",
+        f"work/{SCALE}/logs/aggregate.log",
     shell:
-        f"{CLI} aggregate --profile {PROFILE} > {{log}} 2>&1"
+        f"{CLI} aggregate --scale {SCALE} > {{log}} 2>&1"

@@ -2,30 +2,32 @@
 rule evaluate:
     input:
         checkpoint=CHECKPOINT,
-        config=run_config,
+        config=CONFIG,
+        code=FINGERPRINTS["evaluate"],
     output:
         METRICS,
     log:
-        "work/{profile}/{run}/seed{seed}/evaluate.log",
-    threads: 1 if GPUS == 0 else 8
+        "work/{scale}/logs/{run}/seed{seed}/evaluate.log",
+    threads: CPU_THREADS if GPUS == 0 else 8
     resources:
         gpu=min(GPUS, 1),
     shell:
-        ON_GPU + CLI + " --threads {threads} evaluate --profile {wildcards.profile} --run {wildcards.run}"
-        " --seed {wildcards.seed} > {log} 2>&1"
+        ON_GPU + CLI + (" --threads {threads}" if GPUS else "") + " evaluate --scale {wildcards.scale}"
+        " --run {wildcards.run} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule analyse:
     input:
         checkpoint=CHECKPOINT,
-        config=run_config,
+        config=CONFIG,
+        code=FINGERPRINTS["analyse"],
     output:
         ANALYSIS,
     log:
-        "work/{profile}/{run}/seed{seed}/analyse.log",
-    threads: 1 if GPUS == 0 else 8
+        "work/{scale}/logs/{run}/seed{seed}/analyse.log",
+    threads: CPU_THREADS if GPUS == 0 else 8
     resources:
         gpu=min(GPUS, 1),
     shell:
-        ON_GPU + CLI + " --threads {threads} analyse --profile {wildcards.profile} --run {wildcards.run}"
-        " --seed {wildcards.seed} > {log} 2>&1"
+        ON_GPU + CLI + (" --threads {threads}" if GPUS else "") + " analyse --scale {wildcards.scale}"
+        " --run {wildcards.run} --seed {wildcards.seed} > {log} 2>&1"

@@ -1,0 +1,17 @@
+# Proxy twin of the full config named first in _base_, shrunk for CPU by _base_/proxy.py.
+_base_ = ['../mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1.py', './_base_/proxy.py']
+
+model = _base_.proxy_model
+
+train_dataloader = dict(
+    _base_.proxy_loader, dataset=dict(oversample_thr=0.1, dataset=_base_.proxy_train_set))
+val_dataloader = dict(_base_.proxy_loader, dataset=_base_.proxy_val_set)
+test_dataloader = val_dataloader
+val_evaluator = _base_.proxy_evaluator
+test_evaluator = val_evaluator
+
+train_cfg = _base_.proxy_rfs_cfg
+param_scheduler = _base_.proxy_rfs_schedule
+default_hooks = _base_.proxy_rfs_hooks
+log_processor = _base_.proxy_log
+auto_scale_lr = _base_.proxy_auto_scale_lr

@@ -1,0 +1,144 @@
+"""Stage `aggregate`: the paper's Tables 1-5, Figure 4 and REPORT.md from the per-run results.
+
+Reads <results>/metrics/ and analysis/ (one record per run and seed, pipeline/records.py) and
+sets every reproduced number beside the paper's (pipeline/paper.yaml). It works on whatever is
+there: a run with no results yet shows as missing in its table and in REPORT.md, so a
+half-finished pipeline still gives a truthful report. A result made under another config than
+the run's resolved config now is stale and counts as missing, never as a number. A result file
+that exists but cannot be read stops everything, naming the file: a silently skipped seed would
+bias a mean.
+
+Conventions: reproduced = mean over the seeds found, ± the sample standard deviation (ddof=1; no
+spread with one seed); Δ = reproduced mean - paper. A metric that is undefined in a seed (None,
+e.g. no rare class in val) is left out of that cell's n.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .. import atomic, records
+from .. import matrix as mx
+from ..runconfig import written_sha256
+from . import figure4, report, tables, trajectory
+
+PAPER_FILE = mx.ROOT / 'pipeline' / 'paper.yaml'
+KINDS = {'metrics': mx.metrics_path, 'analysis': mx.analysis_path}
+
+
+def outputs() -> list[str]:
+    """The files aggregate writes, relative to a scale's results dir (both front ends list
+    these: the Snakefile through this function, dvc.yaml as their folders, checked by a test)."""
+    return ([f'tables/{t}.{ext}' for t in tables.TABLES for ext in tables.FORMATS]
+            + [f'figures/figure4.{ext}' for ext in figure4.FORMATS]
+            + [f'figures/indicator_trajectory.{ext}' for ext in trajectory.FORMATS] + ['REPORT.md'])
+
+
+def load_yaml(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f'{path}: cannot read YAML ({err}); restore the file from git') from err
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a mapping at the top level; restore the file from git')
+    return data
+
+
+def resolved_sha256(scale: str):
+    """(run, seed) -> the hash of the run's resolved config as written now (None if absent)."""
+    return lambda run, seed: written_sha256(mx.resolved_config(scale, run, seed))
+
+
+def collect(scale: str, results_dir: Path, matrix: dict, paper: dict, current_sha=None) -> dict:
+    """Every run's results per seed, plus the expected files that are not there (or are stale).
+
+    Metrics are expected for runs that fill a table cell, analyses for Figure 4's runs; other
+    runs' metrics (e.g. evaluated pretrain models) are read when present, for the report.
+    `current_sha(run, seed)` gives the run's config hash now; a result made under another one
+    is stale.
+    """
+    seeds = mx.seeds(matrix, scale)
+    run_seeds = {run: mx.run_seeds(matrix, scale, run) for run in mx.runs_at(matrix, scale)}
+    figure_runs = {spec['run'] for spec in matrix['figure4'].values()}
+    found = {'metrics': {}, 'analysis': {}}
+    missing = []
+    for run, spec in mx.runs_at(matrix, scale).items():
+        needed = {'metrics': ', '.join(spec['tables']),
+                  'analysis': ', '.join(f'figure4/{p}' for p, s in matrix['figure4'].items()
+                                        if s['run'] == run) if run in figure_runs else ''}
+        for kind, where in KINDS.items():
+            found[kind][run] = {}
+            for seed in run_seeds[run]:
+                path = where(scale, run, seed, results_dir)
+                record, stale = None, None
+                if path.is_file():
+                    record = (records.load_metrics(path, run, seed, paper) if kind == 'metrics'
+                              else records.load_analysis(path, run, seed))
+                    now = current_sha(run, seed) if current_sha else None
+                    made = record['provenance'].get('config_sha256')
+                    if now is not None and made != now:
+                        record, stale = None, f'stale: made under config {str(made)[:12]}, now {now[:12]}'
+                if record is not None:
+                    found[kind][run][seed] = record
+                elif needed[kind] or stale:
+                    missing.append(dict(kind=kind, run=run, seed=seed, path=path,
+                                        needed_for=needed[kind] or '—', stale=stale))
+    return dict(seeds=seeds, run_seeds=run_seeds, metrics=found['metrics'],
+                analysis=found['analysis'], missing=missing)
+
+
+def collect_missing(scale: str, results_dir: Path) -> list[str]:
+    """The expected result files absent or stale under `results_dir`, as readable strings."""
+    matrix = mx.load()
+    paper = tables.with_added_rows(matrix, load_yaml(PAPER_FILE))
+    results = collect(scale, results_dir, matrix, paper, resolved_sha256(scale))
+    return [f'{mx.rel(m["path"])}' + (f' ({m["stale"]})' if m['stale'] else '')
+            for m in results['missing']]
+
+
+def ignored_files(results_dir: Path, scale: str, matrix: dict) -> list[Path]:
+    expected = {where(scale, run, seed, results_dir) for where in KINDS.values()
+                for run in mx.runs_at(matrix, scale) for seed in mx.run_seeds(matrix, scale, run)}
+    present = [p for kind in KINDS if (results_dir / kind).is_dir()
+               for p in (results_dir / kind).rglob('*.json')]
+    return sorted(p for p in present if p not in expected)
+
+
+def aggregate(scale: str, *, results_dir: Path | str | None = None, matrix: dict | None = None,
+              paper: dict | None = None, check_configs: bool = True) -> dict:
+    """Write tables/, figures/ and REPORT.md under the scale's results dir; return a summary.
+
+    The summary has the per-table records, the Figure 4 data, the missing files and the paths
+    written. check_configs: count results made under another config than the run's resolved
+    config as stale.
+    """
+    matrix = mx.load() if matrix is None else matrix
+    paper = tables.with_added_rows(matrix, load_yaml(PAPER_FILE) if paper is None else paper)
+    if scale not in matrix['scales']:
+        raise ValueError(f'unknown scale {scale!r}; experiments.yaml has: '
+                         f'{", ".join(matrix["scales"])}')
+    results_dir = Path(results_dir) if results_dir else mx.results_dir(scale)
+    results = collect(scale, results_dir, matrix, paper,
+                      resolved_sha256(scale) if check_configs else None)
+    summary = dict(scale=scale, matrix=matrix, paper=paper, results=results,
+                   results_dir=results_dir,
+                   ignored=ignored_files(results_dir, scale, matrix))
+    tables.cell_runs(matrix, paper)  # every cell of the matrix is one of the paper's
+    cells = {c: r for r, spec in mx.runs_at(matrix, scale).items() for c in spec['tables']}
+    summary['cells'] = cells
+    summary['tables'] = {t: tables.table_rows(t, paper, cells, results) for t in tables.TABLES}
+    summary['figure4'] = figure4.figure4_data(matrix, results)
+    summary['trajectory'] = trajectory.trajectory_data(summary)
+
+    # Everything is rendered before the first write, so a failure leaves the old outputs intact.
+    rendered = {**tables.render_all(summary), **figure4.render_all(summary['figure4']),
+                **trajectory.render_all(summary['trajectory']),
+                'REPORT.md': report.render_report(summary)}
+    assert sorted(rendered) == sorted(outputs()), 'aggregate.outputs() is out of date'
+    written = [atomic.write_bytes(results_dir / name,
+                                  data if isinstance(data, bytes) else data.encode())
+               for name, data in rendered.items()]
+    return dict(tables=summary['tables'], figure4=summary['figure4'], missing=results['missing'],
+                ignored=summary['ignored'], written=written)

@@ -1,0 +1,168 @@
+"""Table 1 measured against seed noise: per seed, each row minus the CE baseline of the same
+seed (paired), its mean and 95 % t-interval, and the paper's claims read off those intervals.
+
+A claim holds when its interval lies on the claimed side of 0, does not hold when it lies on
+the other side, and is inconclusive when it spans 0 (or has fewer than two seeds). The
+pre-registered design criteria of a scale (`criteria` in experiments.yaml) are checked here too.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (n - 1).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+PAIRED_METRICS = [(task, key) for task in ('bbox', 'segm') for key in ('AP', 'APr', 'APc', 'APf')]
+TASK_NAMES = {'bbox': 'box', 'segm': 'mask'}
+ROWS = ('ebl', 'mfs', 'loce', 'prior', 'ce_decoupled')
+BASELINES = {'baseline': 'the CE baseline (30 epochs, end to end)',
+             'ce_decoupled': 'the controlled CE row (24 + 6 decoupled)'}
+# (claim, table-1 row, row it is compared with, metric, claimed direction)
+CLAIMS = [
+    ('EBL raises mask APr over {base}', 'ebl', 'base', ('segm', 'APr')),
+    ('MFS raises mask APr over {base}', 'mfs', 'base', ('segm', 'APr')),
+    ('LOCE raises mask APr over {base}', 'loce', 'base', ('segm', 'APr')),
+    ('LOCE raises mask APr more than EBL alone', 'loce', 'ebl', ('segm', 'APr')),
+    ('LOCE raises mask APr more than MFS alone', 'loce', 'mfs', ('segm', 'APr')),
+    ('LOCE does not lower mask APf against {base}', 'loce', 'base', ('segm', 'APf')),
+]
+
+
+def t975(df: int) -> float:
+    return T975[max(k for k in T975 if k <= df)] if df < 30 else 1.96
+
+
+def interval(values: list[float]) -> dict:
+    """Mean and 95 % t-interval of `values` (no interval below two values)."""
+    n = len(values)
+    if n == 0:
+        return dict(n=0, mean=None, lo=None, hi=None)
+    mean = float(np.mean(values))
+    if n < 2:
+        return dict(n=1, mean=mean, lo=None, hi=None)
+    half = t975(n - 1) * float(np.std(values, ddof=1)) / math.sqrt(n)
+    return dict(n=n, mean=mean, lo=mean - half, hi=mean + half)
+
+
+def verdict(stat: dict) -> str:
+    if stat['lo'] is None:
+        return 'inconclusive (fewer than two seeds)'
+    if stat['lo'] > 0:
+        return 'holds'
+    if stat['hi'] < 0:
+        return 'does not hold'
+    return 'inconclusive (interval spans 0)'
+
+
+def _value(record: dict, task: str, key: str):
+    return record['tasks'][task].get(key)
+
+
+def paired(results: dict, run: str | None, base: str | None, task: str, key: str) -> dict:
+    """Per seed both runs have, run minus base, then the interval over seeds."""
+    if run is None or base is None:
+        return interval([])
+    ours, theirs = results['metrics'].get(run, {}), results['metrics'].get(base, {})
+    diffs = [_value(ours[s], task, key) - _value(theirs[s], task, key)
+             for s in sorted(set(ours) & set(theirs))
+             if None not in (_value(ours[s], task, key), _value(theirs[s], task, key))]
+    return interval(diffs)
+
+
+def _cell(stat: dict) -> str:
+    if stat['mean'] is None:
+        return 'n/a'
+    if stat['lo'] is None:
+        return f'{stat["mean"]:+.2f} (n=1)'
+    return f'{stat["mean"]:+.2f} [{stat["lo"]:+.2f}, {stat["hi"]:+.2f}]'
+
+
+def _md_table(header, rows):
+    return (['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+            + ['| ' + ' | '.join(r) + ' |' for r in rows])
+
+
+def section(summary: dict) -> list[str]:
+    """The paired differences and the claim lines, for REPORT.md."""
+    results, cells = summary['results'], summary['cells']
+    runs = {row: cells.get(f'table1/{row}') for row in ('baseline', *ROWS)}
+    lines = ['## Table 1 against seed noise (paired by seed)', '',
+             'Each row minus the baseline of the same seed, then mean and 95 % t-interval over '
+             'the seeds both have (box and mask AP, percent).', '']
+    header = ['row'] + [f'{TASK_NAMES[t]} {k}' for t, k in PAIRED_METRICS]
+    for base, name in BASELINES.items():
+        rows = [[f'{row} − {base}'] + [_cell(paired(results, runs[row], runs[base], t, k))
+                                        for t, k in PAIRED_METRICS]
+                for row in ROWS if row != base]
+        lines += [f'Against {name} (`{runs[base]}`):', '', *_md_table(header, rows), '']
+    lines += ['Claims of the paper (holds: the interval lies on the claimed side of 0; does not '
+              'hold: on the other side; inconclusive: it spans 0):', '']
+    for base, name in BASELINES.items():
+        for text, row, other, (task, key) in CLAIMS:
+            if other == 'base' or base == 'baseline':
+                ref = base if other == 'base' else other
+                stat = paired(results, runs[row], runs[ref], task, key)
+                lines.append(f'- {text.format(base=name)}: **{verdict(stat)}** ({_cell(stat)})')
+    flat = flattening(summary)
+    lines.append(f'- LOCE lifts the rare classes\' mean score over softmax CE (Figure 4 c minus a, '
+                 f'rare group): **{verdict(flat)}** ({_cell(flat)})')
+    return lines + ['']
+
+
+def _group_mean(classes: list[dict], group: str, field: str = 'mean_score'):
+    values = [c[field] for c in classes if c['frequency'] == group and c[field] is not None]
+    return float(np.mean(values)) if values else None
+
+
+def flattening(summary: dict) -> dict:
+    """Per LOCE seed, its rare-group mean score minus softmax CE's (same seed, or the shared
+    stage-1 model's)."""
+    analysis = summary['results']['analysis']
+    panels = summary['matrix']['figure4']
+    ce, loce = analysis.get(panels['a']['run'], {}), analysis.get(panels['c']['run'], {})
+    diffs = []
+    for seed, record in sorted(loce.items()):
+        ref = ce.get(seed) or (ce[min(ce)] if ce else None)
+        if ref is None:
+            continue
+        ours, theirs = _group_mean(record['classes'], 'r'), _group_mean(ref['classes'], 'r')
+        if None not in (ours, theirs):
+            diffs.append(ours - theirs)
+    return interval(diffs)
+
+
+def criteria_section(summary: dict) -> list[str]:
+    """The scale's pre-registered design criteria, each measured and checked."""
+    wanted = summary['matrix']['scales'][summary['scale']].get('criteria')
+    if not wanted:
+        return []
+    results, cells = summary['results'], summary['cells']
+    base = results['metrics'].get(cells.get('table1/baseline'), {})
+    ap = [r['tasks']['segm']['AP'] for r in base.values() if r['tasks']['segm']['AP'] is not None]
+    apf = interval([r['tasks']['segm']['APf'] for r in base.values()
+                    if r['tasks']['segm']['APf'] is not None])['mean']
+    apr = interval([r['tasks']['segm']['APr'] for r in base.values()
+                    if r['tasks']['segm']['APr'] is not None])['mean']
+    panel_a = summary['results']['analysis'].get(summary['matrix']['figure4']['a']['run'], {})
+    classes = panel_a[min(panel_a)]['classes'] if panel_a else []
+    rare_score = _group_mean(classes, 'r')
+    rare_val = min((c['val_instances'] for c in classes if c['frequency'] == 'r'), default=None)
+    std = float(np.std(ap, ddof=1)) if len(ap) > 1 else None
+    checks = [
+        ('CE baseline mask APf', apf, '≥', wanted['baseline_apf_min']),
+        ('CE baseline mask APr / APf', None if None in (apr, apf) or not apf else apr / apf, '≤',
+         wanted['baseline_apr_share_max']),
+        ('Figure 4(a) rare-group mean score', rare_score, '≤', wanted['rare_mean_score_max']),
+        ('val instances of the rarest-evaluated rare class', rare_val, '≥',
+         wanted['rare_val_instances_min']),
+        ('CE baseline seed std of mask AP', std, '≤', wanted['baseline_ap_std_max']),
+    ]
+    lines = ['## Design criteria (pre-registered, checked on the CE baseline)', '',
+             *_md_table(['criterion', 'measured', 'required', 'met'],
+                        [[name, 'n/a' if value is None else f'{value:.3f}', f'{op} {limit}',
+                          'n/a' if value is None else
+                          ('yes' if (value >= limit if op == '≥' else value <= limit) else 'NO')]
+                         for name, value, op, limit in checks]), '']
+    return lines

@@ -1,0 +1,136 @@
+"""The published results (results/<scale>/, committed) against what this checkout produced
+(work/<scale>/results/): `compare` prints a verdict, `publish` replaces the published copy.
+
+A run writes only under work/, so committed numbers can never pass for this checkout's outputs.
+The comparison is exact where both sides ran with the CPU kernel path pinned (see
+pipeline/determinism.py); elsewhere it falls back to the scale's tolerance band and says so.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+from . import matrix as mx
+
+TASKS = ('bbox', 'segm')
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pinned(record: dict) -> bool:
+    cpu = record.get('provenance', {}).get('cpu') or {}
+    return bool(cpu.get('isa_pinned'))
+
+
+def _values(kind: str, record: dict) -> dict:
+    """Every number of a metrics or analysis record, by a name that says where it is."""
+    if kind == 'metrics':
+        return {f'{task}.{key}': value for task in TASKS for key, value in record[task].items()}
+    return {f'{c["name"]}.{field}': c[field] for c in record['classes']
+            for field in ('mean_score', 'accuracy')}
+
+
+def _differs(a, b, tolerance: float | None) -> bool:
+    if a is None or b is None:
+        return a is not b
+    if tolerance is None:
+        return a != b
+    return not math.isclose(a, b, abs_tol=tolerance)
+
+
+def differences(scale: str, fresh_root: Path | None = None,
+                published_root: Path | None = None) -> dict:
+    """Cells that differ between fresh and published results, files missing on either side,
+    config hashes that differ, and whether the comparison was exact."""
+    matrix = mx.load()
+    spec = mx.scale(matrix, scale)
+    fresh_root = fresh_root or mx.results_dir(scale)
+    published_root = published_root or mx.published_dir(scale)
+    cells, missing, configs, compared, exact = [], [], [], 0, True
+    for run in mx.runs_at(matrix, scale):
+        for seed in mx.run_seeds(matrix, scale, run):
+            for kind, where in (('metrics', mx.metrics_path), ('analysis', mx.analysis_path)):
+                ours = _read(where(scale, run, seed, fresh_root))
+                theirs = _read(where(scale, run, seed, published_root))
+                if ours is None and theirs is None:
+                    continue
+                if ours is None or theirs is None:
+                    missing.append((kind, run, seed, 'this checkout' if ours is None else 'published'))
+                    continue
+                ours_sha = ours.get('provenance', {}).get('config_sha256')
+                if ours_sha != theirs.get('provenance', {}).get('config_sha256'):
+                    configs.append((run, seed))
+                if kind == 'metrics':
+                    exact &= _pinned(ours) and _pinned(theirs)
+                pair = _values(kind, ours), _values(kind, theirs)
+                for name in sorted(set(pair[0]) | set(pair[1])):
+                    compared += 1
+                    cells.append((kind, run, seed, name, pair[0].get(name), pair[1].get(name)))
+    tolerance = None if exact else spec.get('tolerance')
+    differing = [c for c in cells if _differs(c[4], c[5], tolerance if c[0] == 'metrics' else
+                                              None if exact else 0.05)]
+    return dict(exact=exact, tolerance=tolerance, compared=compared, differing=differing,
+                missing=missing, configs=configs)
+
+
+def compare(scale: str) -> int:
+    """Print the verdict; 0 when identical (or within the band), 1 otherwise."""
+    d = differences(scale)
+    where = f'{mx.rel(mx.results_dir(scale))} vs published {mx.rel(mx.published_dir(scale))}'
+    if d['compared'] == 0:
+        print(f'[compare] {where}: nothing to compare (no results on one side)')
+        return 1
+    mode = ('exact (CPU kernel path pinned on both sides)' if d['exact'] else
+            f'within ±{d["tolerance"]} AP and ±0.05 score/accuracy: the CPU pin did not hold on '
+            'one side (see provenance.cpu), so bit-exact equality is not expected')
+    lines = []
+    for run, seed in d['configs']:
+        lines.append(f'- {run} seed {seed}: config hash differs from the published one (the '
+                     'published results come from another config)')
+    for kind, run, seed, side in d['missing']:
+        lines.append(f'- {kind} of {run} seed {seed}: missing in {side}')
+    if not (d['differing'] or lines):
+        verdict = 'identical' if d['exact'] else 'within tolerance'
+        print(f'[compare] {verdict}: {d["compared"]} values of {where}; comparison {mode}')
+        return 0
+    print(f'[compare] DIFFERENT: {len(d["differing"])} of {d["compared"]} values differ '
+          f'({where}); comparison {mode}')
+    print('\n'.join(lines))
+    if d['differing']:
+        print('\n| kind | run | seed | value | this checkout | published |\n|---|---|---|---|---|---|')
+        for kind, run, seed, name, ours, theirs in d['differing']:
+            print(f'| {kind} | {run} | {seed} | {name} | {ours} | {theirs} |')
+    return 1
+
+
+def publish(scale: str, allow_dirty: bool = False) -> Path:
+    """Replace results/<scale>/ by this checkout's work/<scale>/results/ (complete, clean code)."""
+    from .aggregate import collect_missing
+    src, dest = mx.results_dir(scale), mx.published_dir(scale)
+    if not (src / 'REPORT.md').is_file():
+        raise SystemExit(f'{mx.rel(src)}: no REPORT.md; run the pipeline (`make {scale}` or '
+                         f'snakemake --config scale={scale}) first')
+    missing = collect_missing(scale, src)
+    if missing:
+        raise SystemExit(f'{mx.rel(src)}: {len(missing)} result files are missing (first: '
+                         f'{missing[0]}); finish the pipeline before publishing')
+    dirty = [p for p in src.rglob('*.json')
+             if (json.loads(p.read_text()).get('provenance') or {}).get('git_dirty')]
+    if dirty and not allow_dirty:
+        raise SystemExit(f'{mx.rel(dirty[0])} and {len(dirty) - 1} more were made on uncommitted '
+                         'code; commit, rerun, then publish (or pass --allow-dirty)')
+    tmp = dest.with_name(f'.{dest.name}.publish-{os.getpid()}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f'[publish] {mx.rel(src)} -> {mx.rel(dest)}')
+    return dest

@@ -1,19 +1,30 @@
-"""LVIS evaluation time: official lvis-api 0.5.3 against FastLVISMetric's evaluator.
+"""LVIS evaluation time, end to end: mmdet's LVISMetric (the lvis-api 0.5.3) against FastLVISMetric.
 
-Same generated GT and detections for both, box and mask, at LVIS-val-like scale by default
-(5,000 images, 1,203 classes with r/c/f, 300 detections per image). Prints both AP tables,
-their largest difference and the time ratio measured in this one run.
+Same generated GT and per-image predictions for both, box and mask, at LVIS-val-like scale by
+default (5,000 images, 1,203 classes with r/c/f, 300 detections per image). What is timed is
+``compute_metrics`` on the predictions an MMDetection test loop collects, as a user meets it
+(mmdet's json dump included for LVISMetric, box and mask evaluated in one call), and
+FastLVISMetric once per number of processes. The lvis-api runs once, box and mask in one
+LVISMetric call: its per-type times are its LVISResults + LVISEval for that type (its shared
+json dump counted only in box+mask). Its full-precision results are captured there and
+compared key by key (AP and AR) with ``evaluate_lvis`` on the very result files it read, and
+(AP keys) with FastLVISMetric. Prints both tables, the largest difference, the time ratios
+measured in this one run and the machine load.
 
-    .venv/bin/python benchmarks/bench_lvis_eval.py                 # full scale (long)
-    .venv/bin/python benchmarks/bench_lvis_eval.py --images 500    # quick check
+    .venv/bin/python benchmarks/bench_lvis_eval.py                      # full scale (long)
+    .venv/bin/python benchmarks/bench_lvis_eval.py --images 500         # quick check
+    .venv/bin/python benchmarks/bench_lvis_eval.py --skip-lvis-api --processes 1,2,4
 
 The lvis-api uses ``np.float`` (removed in numpy 1.24); it is restored to ``float`` here, for
 this benchmark only. Masks are rectangles (RLE from boxes), which keeps generation cheap while
 both evaluators still do full mask IoU.
 """
 import argparse
+import contextlib
+import io
 import json
 import os
+import platform
 import resource
 import tempfile
 import time
@@ -21,9 +32,10 @@ import time
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from loce.evaluation import AP_KEYS, evaluate_lvis, load_lvis_gt
+from loce.evaluation import AP_KEYS, FastLVISMetric, evaluate_lvis, load_lvis_gt
 
 AR_KEYS = ('AR@300', 'ARs@300', 'ARm@300', 'ARl@300')
+TYPES = {'bbox': ['bbox'], 'segm': ['segm'], 'bbox+segm': ['bbox', 'segm']}
 # LVIS v1 val proportions of rare / common / frequent classes (337 / 461 / 405 of 1,203).
 FREQ_SHARES = (('f', 405 / 1203), ('c', 461 / 1203), ('r', 337 / 1203))
 
@@ -109,37 +121,6 @@ def make_detections(rng, gt, popularity, cat_ids, dets_per_image):
     return {'bbox': box_dets, 'segm': segm_dets}
 
 
-def run_lvis_api(gt_path, dets):
-    np.float = float  # lvis 0.5.3 on numpy 2; benchmark-only patch
-    from lvis import LVIS, LVISEval, LVISResults
-
-    times, results = {}, {}
-    start = time.perf_counter()
-    gt = LVIS(gt_path)
-    times['load_gt'] = time.perf_counter() - start
-    for iou_type, anns in dets.items():
-        anns = [dict(d) for d in anns]  # LVISResults annotates its input
-        start = time.perf_counter()
-        ev = LVISEval(gt, LVISResults(gt, anns), iou_type)
-        ev.run()
-        times[iou_type] = time.perf_counter() - start
-        results[iou_type] = {k: float(v) for k, v in ev.get_results().items()}
-        del ev, anns
-    return times, results
-
-
-def run_fast(gt_path, dets):
-    times, results = {}, {}
-    start = time.perf_counter()
-    gt = load_lvis_gt(gt_path)
-    times['load_gt'] = time.perf_counter() - start
-    for iou_type, anns in dets.items():
-        start = time.perf_counter()
-        results[iou_type] = evaluate_lvis(gt, anns, iou_type)
-        times[iou_type] = time.perf_counter() - start
-    return times, results
-
-
 def per_image_predictions(gt, dets):
     """The detections as mmdet metrics hold them after ``process``: per image, xyxy float32
     boxes, float32 scores, label indices (file order of categories), RLE masks."""
@@ -159,32 +140,79 @@ def per_image_predictions(gt, dets):
     return preds
 
 
-def run_metrics(gt_path, gt, dets, with_lvis_api):
-    """compute_metrics of mmdet's LVISMetric and of FastLVISMetric on the same predictions."""
-    import contextlib
-    import io
+def run_lvis_api(gt_path, gt, preds, outfile_prefix):
+    """mmdet's LVISMetric, box and mask in one compute_metrics call. Returns its times (total,
+    GT loading, and per type LVISResults + LVISEval) and the lvis-api's full-precision
+    results, captured from the LVISEval it runs; its result files stay at outfile_prefix."""
+    np.float = float  # lvis 0.5.3 on numpy 2; benchmark-only patch
+    import mmdet.evaluation.metrics.lvis_metric as mmdet_lvis
 
-    from loce.evaluation import FastLVISMetric
+    times, results, starts = {}, {}, []
+    real_results, real_eval = mmdet_lvis.LVISResults, mmdet_lvis.LVISEval
 
-    preds = per_image_predictions(gt, dets)
+    def timed_results(*args, **kwargs):
+        starts.append(time.perf_counter())
+        return real_results(*args, **kwargs)
+
+    class CapturingEval(real_eval):
+        def get_results(self):
+            out = super().get_results()
+            if self.params.iou_type not in results:
+                times[self.params.iou_type] = time.perf_counter() - starts[-1]
+                results[self.params.iou_type] = {k: float(v) for k, v in out.items()}
+            return out
+
     sizes = {img['id']: img for img in gt['images']}
-    times, results = {}, {}
-    fast = FastLVISMetric(ann_file=gt_path, metric=['bbox', 'segm'])
-    start = time.perf_counter()
-    results['fast'] = fast.compute_metrics(preds)
-    times['fast'] = time.perf_counter() - start
-    if with_lvis_api:
-        np.float = float  # lvis 0.5.3 on numpy 2; benchmark-only patch
-        from mmdet.evaluation import LVISMetric
-
-        ref = LVISMetric(ann_file=gt_path, metric=['bbox', 'segm'])
-        pairs = [(dict(img_id=p['img_id'], width=sizes[p['img_id']]['width'],
-                       height=sizes[p['img_id']]['height']), p) for p in preds]
+    pairs = [(dict(img_id=p['img_id'], width=sizes[p['img_id']]['width'],
+                   height=sizes[p['img_id']]['height']), p) for p in preds]
+    mmdet_lvis.LVISResults, mmdet_lvis.LVISEval = timed_results, CapturingEval
+    try:
+        start = time.perf_counter()
+        ref = mmdet_lvis.LVISMetric(ann_file=gt_path, metric=['bbox', 'segm'],
+                                    outfile_prefix=outfile_prefix)
+        times['load_gt'] = time.perf_counter() - start
         start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
-            results['lvis-api'] = ref.compute_metrics(pairs)
-        times['lvis-api'] = time.perf_counter() - start
+            ref.compute_metrics(pairs)
+        times['bbox+segm'] = time.perf_counter() - start
+    finally:
+        mmdet_lvis.LVISResults, mmdet_lvis.LVISEval = real_results, real_eval
     return times, results
+
+
+def run_fast(gt_path, preds, processes):
+    """FastLVISMetric.compute_metrics per type and on both, for each number of processes."""
+    times, results = {}, {}
+    for n in processes:
+        for name, metric in TYPES.items():
+            start = time.perf_counter()
+            fast = FastLVISMetric(ann_file=gt_path, metric=metric, processes=n)
+            times[f'load_gt/{n}'] = time.perf_counter() - start
+            start = time.perf_counter()
+            out = fast.compute_metrics(preds)
+            times[f'{name}/{n}'] = time.perf_counter() - start
+            results[f'{name}/{n}'] = out
+            print(f'fast {name:9s} processes={n}: {times[f"{name}/{n}"]:.1f} s', flush=True)
+    return times, results
+
+
+def run_fast_result_files(gt_path, outfile_prefix, processes):
+    """evaluate_lvis on the result files LVISMetric wrote (JSON loading included)."""
+    gt = load_lvis_gt(gt_path)
+    times, results = {}, {}
+    for n in processes:
+        for iou_type in ('bbox', 'segm'):
+            start = time.perf_counter()
+            results[f'{iou_type}/{n}'] = evaluate_lvis(gt, f'{outfile_prefix}.{iou_type}.json',
+                                                       iou_type, processes=n)
+            times[f'{iou_type}/{n}'] = time.perf_counter() - start
+    return times, results
+
+
+def machine():
+    load = os.getloadavg()
+    return dict(cpus=len(os.sched_getaffinity(0)), load_1_5_15=[round(v, 2) for v in load],
+                python=platform.python_version(), processor=platform.processor() or 'unknown')
 
 
 def main():
@@ -193,73 +221,99 @@ def main():
     parser.add_argument('--classes', type=int, default=1203)
     parser.add_argument('--dets', type=int, default=300, help='detections per image')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--processes', default='1,2',
+                        help='comma-separated numbers of FastLVISMetric processes to time')
     parser.add_argument('--skip-lvis-api', action='store_true', help='time the fast one only')
-    parser.add_argument('--metric-level', action='store_true',
-                        help="also time mmdet's LVISMetric against FastLVISMetric "
-                             '(compute_metrics on per-image predictions, json dump included)')
     parser.add_argument('--json', help='also write the measurements to this file')
     args = parser.parse_args()
+    processes = [int(n) for n in args.processes.split(',')]
 
+    report = dict(args=vars(args), machine_at_start=machine())
+    print(f'machine: {report["machine_at_start"]}', flush=True)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     gt, popularity, cat_ids = make_gt(rng, args.images, args.classes)
     dets = make_detections(rng, gt, popularity, cat_ids, args.dets)
+    preds = per_image_predictions(gt, dets)
+    del dets
     with tempfile.TemporaryDirectory() as tmp:
         gt_path = os.path.join(tmp, 'lvis_val.json')
         with open(gt_path, 'w') as f:
             json.dump(gt, f)
         print(f'generated {args.images} images, {args.classes} classes, '
-              f'{len(gt["annotations"])} GT, {len(dets["bbox"])} detections per type '
-              f'in {time.perf_counter() - start:.1f} s', flush=True)
-        fast_t, fast_r = run_fast(gt_path, dets)
-        print('fast: ' + ', '.join(f'{k} {v:.1f} s' for k, v in fast_t.items()), flush=True)
-        if args.skip_lvis_api:
-            ref_t, ref_r = None, None
-        else:
-            ref_t, ref_r = run_lvis_api(gt_path, dets)
+              f'{len(gt["annotations"])} GT, {sum(len(p["scores"]) for p in preds)} detections '
+              f'per type in {time.perf_counter() - start:.1f} s', flush=True)
+        fast_t, fast_r = run_fast(gt_path, preds, processes)
+        ref_t = ref_r = files_t = files_r = None
+        if not args.skip_lvis_api:
+            prefix = os.path.join(tmp, 'results')
+            ref_t, ref_r = run_lvis_api(gt_path, gt, preds, prefix)
             print('lvis-api: ' + ', '.join(f'{k} {v:.1f} s' for k, v in ref_t.items()),
                   flush=True)
-        if args.metric_level:
-            metric_t, metric_r = run_metrics(gt_path, gt, dets, not args.skip_lvis_api)
-
-    report = dict(args=vars(args), fast_seconds=fast_t, lvis_api_seconds=ref_t,
-                  fast=fast_r, lvis_api=ref_r,
-                  peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
-    for iou_type in dets:
-        print(f'\n{iou_type:5s} {"key":8s} {"lvis-api":>10s} {"fast":>10s} {"|diff|":>9s}')
-        for key in AP_KEYS + AR_KEYS:
-            ref = ref_r[iou_type][key] if ref_r else float('nan')
-            fast = fast_r[iou_type][key]
-            print(f'{"":5s} {key:8s} {ref:10.6f} {fast:10.6f} {abs(ref - fast):9.2e}')
-    print()
-    print(f'{"":18s} {"lvis-api s":>11s} {"fast s":>8s} {"ratio":>7s}')
-    for part in ('load_gt', 'bbox', 'segm'):
-        ref = ref_t[part] if ref_t else float('nan')
-        print(f'{part:18s} {ref:11.2f} {fast_t[part]:8.2f} {ref / fast_t[part]:6.1f}x')
-    if ref_r:
-        diff = max(abs(ref_r[t][k] - fast_r[t][k]) for t in dets for k in AP_KEYS + AR_KEYS)
-        ref_eval, fast_eval = ref_t['bbox'] + ref_t['segm'], fast_t['bbox'] + fast_t['segm']
-        ref_all, fast_all = ref_eval + ref_t['load_gt'], fast_eval + fast_t['load_gt']
-        print(f'{"bbox+segm":18s} {ref_eval:11.2f} {fast_eval:8.2f} {ref_eval / fast_eval:6.1f}x')
-        print(f'{"with GT loading":18s} {ref_all:11.2f} {fast_all:8.2f} '
-              f'{ref_all / fast_all:6.1f}x')
-        print(f'max |AP/AR difference| over bbox and segm: {diff:.2e}')
-        report.update(max_abs_diff=diff, ratio_eval=ref_eval / fast_eval,
-                      ratio_with_gt_loading=ref_all / fast_all)
-    if args.metric_level:
-        print('\nmetric level (compute_metrics, bbox+segm): ' + ', '.join(
-            f'{k} {v:.2f} s' for k, v in metric_t.items()))
-        if 'lvis-api' in metric_t:
-            diff = max(abs(metric_r['fast'][k] - v) for k, v in metric_r['lvis-api'].items())
-            print(f"LVISMetric / FastLVISMetric: {metric_t['lvis-api'] / metric_t['fast']:.1f}x, "
-                  f'max |difference| {diff:.1e} (LVISMetric rounds to 3 decimals)')
-        report.update(metric_seconds=metric_t, metric_results=metric_r)
-    print(f'peak RSS {report["peak_rss_gib"]:.1f} GiB')
+            files_t, files_r = run_fast_result_files(gt_path, prefix, processes)
+    report.update(fast_seconds=fast_t, fast=fast_r, lvis_api_seconds=ref_t, lvis_api=ref_r,
+                  fast_result_files_seconds=files_t, fast_result_files=files_r,
+                  machine_at_end=machine(), peak_rss_gib=dict(
+                      main=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+                      largest_child=resource.getrusage(
+                          resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20))
+    print_report(report, processes)
     if args.json:
         tmp = args.json + '.tmp'
         with open(tmp, 'w') as f:
             json.dump(report, f, indent=1)
         os.replace(tmp, args.json)
+
+
+def print_report(report, processes):
+    ref_r, ref_t, fast_r, fast_t = (report['lvis_api'], report['lvis_api_seconds'],
+                                    report['fast'], report['fast_seconds'])
+    files_r = report['fast_result_files']
+    if ref_r:
+        diffs = []
+        for iou_type in ('bbox', 'segm'):
+            print(f'\n{iou_type:5s} {"key":8s} {"lvis-api":>10s} {"files":>10s} {"metric":>10s}'
+                  f' {"|diff|":>9s}')
+            for key in AP_KEYS + AR_KEYS:
+                ref = ref_r[iou_type][key]
+                mine = [files_r[f'{iou_type}/{n}'][key] for n in processes]
+                if key in AP_KEYS:
+                    mine += [fast_r[f'{name}/{n}'][f'{iou_type}_{key}']
+                             for name, metric in TYPES.items() if iou_type in metric
+                             for n in processes]
+                diff = max(abs(ref - v) for v in mine)
+                diffs.append(diff)
+                metric_value = fast_r[f'{iou_type}/{processes[0]}'].get(f'{iou_type}_{key}',
+                                                                         float('nan'))
+                print(f'{"":5s} {key:8s} {ref:10.6f} {mine[0]:10.6f} {metric_value:10.6f} '
+                      f'{diff:9.2e}')
+        report['max_abs_diff'] = max(diffs)
+        print('(files: evaluate_lvis on the result files LVISMetric read; metric: '
+              'FastLVISMetric; |diff|: largest over both, every process count and run)')
+    print(f'\nend to end, compute_metrics seconds ({", ".join(map(str, processes))} processes)')
+    header = f'{"":10s} {"lvis-api":>9s}' + ''.join(f' {f"fast/{n}":>8s} {"ratio":>6s}'
+                                                   for n in processes)
+    print(header)
+    for name in TYPES:
+        ref = ref_t[name] if ref_t else float('nan')
+        row = f'{name:10s} {ref:9.1f}'
+        for n in processes:
+            row += f' {fast_t[f"{name}/{n}"]:8.1f} {ref / fast_t[f"{name}/{n}"]:5.1f}x'
+        print(row)
+    if ref_t:
+        row = f'{"GT load":10s} {ref_t["load_gt"]:9.1f}'
+        for n in processes:
+            fast = fast_t[f'load_gt/{n}']
+            row += f' {fast:8.1f} {ref_t["load_gt"] / fast:5.1f}x'
+        print(row)
+        print('(lvis-api bbox, segm: its LVISResults + LVISEval of that type, without the json '
+              'dump that bbox+segm includes)')
+        print('result files (evaluate_lvis, JSON loading included): ' + ', '.join(
+            f'{k} {v:.1f} s' for k, v in report['fast_result_files_seconds'].items()))
+    if ref_r:
+        print(f'max |AP/AR difference| over bbox and segm: {report["max_abs_diff"]:.2e}')
+    print(f'peak RSS GiB: {report["peak_rss_gib"]}')
+    print(f'machine at start: {report["machine_at_start"]}, at end: {report["machine_at_end"]}')
 
 
 if __name__ == '__main__':

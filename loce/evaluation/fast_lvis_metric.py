@@ -1,118 +1,74 @@
-"""LVIS box and mask AP computed by faster-coco-eval's C++ evaluator.
+"""LVIS box and mask AP computed by faster-coco-eval's C++ evaluator, equal to the lvis-api.
 
 The official lvis-api evaluates in pure Python (minutes per evaluation on LVIS v1 val, and it
-breaks on numpy 2). faster-coco-eval in LVIS mode gives the same numbers once detections are
-capped at 300 per image the way ``LVISResults`` does (reproduced here exactly, ties and
-ordering included). Two things make it fast at LVIS scale without changing any number:
-detections the federated protocol ignores are dropped before evaluation, and categories are
-evaluated in groups over only the images where they occur.
+breaks on numpy 2). faster-coco-eval in LVIS mode gives the same numbers once its inputs are
+read as the lvis-api reads them (``lvis_inputs``: the 300-per-image cap, areas, crowd flags).
+What makes it fast at LVIS scale without changing any number:
+
+- detections the federated protocol ignores are dropped before evaluation;
+- categories are evaluated in groups, each over only the images where they occur, with its
+  own small index (faster-coco-eval otherwise walks the whole image x category grid and
+  rescans every image's annotations for each group);
+- masks go to pycocotools' IoU as they are: faster-coco-eval would decode and re-encode every
+  detection mask first, most of them never compared with any GT, then match them in threads
+  that only contend for the GIL;
+- groups, box and mask alike, are shared out to forked processes.
+
+Per-category precision depends only on that category's GT and detections, so neither the
+grouping nor the number of processes changes a bit of the result.
 """
 import contextlib
 import gc
 import json
+import multiprocessing
 import os
 import os.path as osp
 import tempfile
 from collections import defaultdict
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import pycocotools.mask as mask_utils
 from faster_coco_eval import COCO, COCOeval_faster
 from mmengine.evaluator import BaseMetric
-from mmengine.fileio import get_local_path
 from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from mmdet.structures.mask import encode_mask_results
+from .lvis_inputs import (PathOrDetections, annotated_categories, cap_detections_per_image,
+                          check_mask_size, evaluated_detections, load_detections, load_lvis_gt,
+                          require_evaluable_gt, select_detections)
+
+__all__ = [
+    'AP_KEYS', 'FastLVISMetric', 'annotated_categories', 'cap_detections_per_image',
+    'evaluate_lvis', 'evaluated_detections', 'load_lvis_gt', 'predictions_to_lvis'
+]
 
 AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
+MAX_DEFAULT_PROCESSES = 8
+DETECTIONS_PER_DEFAULT_PROCESS = 100_000
+MAX_CELLS = 2000  # images x categories per group (see _category_chunks)
 
 
-def load_lvis_gt(ann_file: str, backend_args: Optional[dict] = None) -> COCO:
-    """Load an LVIS annotation file, refusing files that lack the federated fields.
-
-    faster-coco-eval silently treats a missing ``neg_category_ids`` as empty, which would drop
-    every false positive on absent classes; a COCO-format file must not pass for LVIS.
-    """
-    with get_local_path(ann_file, backend_args=backend_args) as local_path:
-        with open(local_path) as f:
-            try:
-                dataset = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f'{ann_file}: not valid JSON ({err}); re-download or '
-                                 're-generate the annotation file.') from err
-    for key in ('images', 'annotations', 'categories'):
-        if key not in dataset:
-            raise ValueError(f"{ann_file}: no '{key}' list; pass an LVIS annotation file "
-                             '(e.g. annotations/lvis_v1_val.json).')
-    bad_cats = [c['id'] for c in dataset['categories'] if c.get('frequency') not in ('r', 'c', 'f')]
-    if bad_cats:
-        raise ValueError(f"{ann_file}: categories {bad_cats[:5]} have no 'frequency' in r/c/f; "
-                         'LVIS evaluation needs it for APr/APc/APf. Use an LVIS annotation file.')
-    for img in dataset['images']:
-        for key in ('neg_category_ids', 'not_exhaustive_category_ids'):
-            if key not in img:
-                raise ValueError(f"{ann_file}: image {img.get('id')} has no '{key}'; LVIS "
-                                 'evaluation needs it. Use an LVIS annotation file.')
-    return COCO(dataset)
+def default_processes(num_detections: int) -> int:
+    """One process per usable CPU (affinity, not the machine's count), at most
+    ``MAX_DEFAULT_PROCESSES`` (each holds its own copy of the annotations it touches), and one
+    per ``DETECTIONS_PER_DEFAULT_PROCESS`` evaluated detections: a small evaluation is over
+    before forked processes would have started."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(usable, MAX_DEFAULT_PROCESSES,
+                      1 + num_detections // DETECTIONS_PER_DEFAULT_PROCESS))
 
 
-def _top_per_image(detections: Sequence[dict], max_dets: int):
-    """Per image (in order of first appearance), its detections as ``LVISResults`` keeps them."""
-    by_image = defaultdict(list)
-    for det in detections:
-        by_image[det['image_id']].append(det)
-    for img_id, dets in by_image.items():
-        if 0 <= max_dets < len(dets):
-            dets = sorted(dets, key=lambda d: d['score'], reverse=True)[:max_dets]
-        yield img_id, dets
-
-
-def cap_detections_per_image(detections: Sequence[dict], max_dets: int = 300) -> List[dict]:
-    """Keep the ``max_dets`` highest-scoring detections of each image, across categories.
-
-    Same selection and output order as ``lvis.LVISResults.limit_dets_per_image`` (stable sort,
-    images in order of first appearance), so detection ids, and hence tie-breaking inside the
-    evaluator, agree with the lvis-api. Returns shallow copies: the evaluator annotates them.
-    """
-    return [dict(d) for _, dets in _top_per_image(detections, max_dets) for d in dets]
-
-
-def annotated_categories(gt: COCO) -> Dict[int, set]:
-    """Per image, the categories LVIS evaluates there: present in its GT or listed negative."""
-    allowed = {img['id']: set(img['neg_category_ids']) for img in gt.dataset['images']}
-    for ann in gt.dataset['annotations']:
-        allowed[ann['image_id']].add(ann['category_id'])
-    return allowed
-
-
-def evaluated_detections(gt: COCO, detections: Sequence[dict],
-                         max_dets: int = 300) -> List[dict]:
-    """The detections LVIS evaluation looks at: the per-image cap first (as ``LVISResults``),
-    then only categories present or negative in that image (the evaluator drops the rest).
-
-    Dropping early changes no number (relative order, hence tie-breaking, is kept) and spares
-    the evaluator most of the 300 detections per image. Returns shallow copies.
-    """
-    allowed = annotated_categories(gt)
-    kept = []
-    for img_id, dets in _top_per_image(detections, max_dets):
-        if img_id not in allowed:
-            raise ValueError(f'detections name image {img_id}, absent from the annotation file; '
-                             'evaluate against the same file the images came from.')
-        cats = allowed[img_id]
-        kept.extend(_for_evaluator(d) for d in dets if d['category_id'] in cats)
-    return kept
-
-
-def _for_evaluator(det: dict) -> dict:
-    """Shallow copy; an RLE's counts as bytes, which faster-coco-eval reads about three times
-    faster than the str that json gives."""
-    det = dict(det)
-    rle = det.get('segmentation')
-    if isinstance(rle, dict) and isinstance(rle['counts'], str):
-        det['segmentation'] = dict(size=rle['size'], counts=rle['counts'].encode())
-    return det
+def _check_processes(processes: Optional[int]) -> Optional[int]:
+    if processes is not None and (not isinstance(processes, int) or isinstance(processes, bool)
+                                  or processes < 1):
+        raise ValueError(f'processes must be a positive integer (1: in this process) or None '
+                         f'(see default_processes), got {processes!r}')
+    return processes
 
 
 def _category_chunks(cat_images: Dict[int, set], max_cells: int) -> List[tuple]:
@@ -120,8 +76,7 @@ def _category_chunks(cat_images: Dict[int, set], max_cells: int) -> List[tuple]:
 
     faster-coco-eval walks the full image x category grid in Python and C++ (24 M pairs on
     LVIS v1 val, nearly all empty); evaluating groups of categories on just the images
-    where they have GT or detections skips the empty pairs. Per-category precision does not
-    depend on other categories or on images without that category, so nothing changes.
+    where they have GT or detections skips the empty pairs.
     """
     chunks, cats, images = [], [], set()
     for cat in sorted(cat_images, key=lambda c: (-len(cat_images[c]), c)):
@@ -155,52 +110,178 @@ def _mean_defined(values: np.ndarray) -> float:
     return float(np.mean(values)) if values.size else -1.0
 
 
-def evaluate_lvis(gt: COCO, detections: Sequence[dict], iou_type: str, max_dets: int = 300,
-                  max_cells: int = 2000) -> Dict[str, float]:
-    """LVIS AP/AR of COCO-format ``detections`` ('bbox' or 'segm' with RLE masks).
+class _GroupEval(COCOeval_faster):
+    """faster-coco-eval's LVIS matching and accumulation on one prepared group of categories.
 
-    Returns the lvis-api's keys (AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300,
-    ARs@300, ARm@300, ARl@300) as fractions; -1 where undefined (no GT in that group).
-    Matching and accumulation are faster-coco-eval's (LVIS mode), per group of categories.
+    The group arrives as its own GT and detections, already filtered the federated way, so
+    ``_prepare`` only registers them: faster-coco-eval's own would build a COCO index per group,
+    rescan each image's annotations for the group's categories and check every id again.
+
+    Masks: detections carry compressed RLE already; faster-coco-eval would re-encode each one
+    (decode, encode, a new dict) before matching, though most are never compared with any GT,
+    and spread the IoUs over threads that hold the GIL. Here they go to pycocotools' IoU, the
+    lvis-api's own, with GT polygons merged as ``LVIS.ann_to_rle`` does, only where an image
+    has both GT and detections of the category.
+    """
+
+    def __init__(self, iou_type: str, cats: List[int], images: List[int], imgs: Dict[int, dict],
+                 not_exhaustive: Dict[int, set], gt_anns: List[dict], dt_anns: List[dict],
+                 max_dets: int):
+        super().__init__(None, None, iou_type, lvis_style=True, print_function=_silent,
+                         rle_iou_max_workers=1)
+        self.params.catIds, self.params.imgIds = cats, images
+        self.params.maxDets = [max_dets]
+        self.params.compute_rle = False  # masks are read in computeIoU below
+        self._imgs, self._not_exhaustive = imgs, not_exhaustive
+        self._gt_anns, self._dt_anns = gt_anns, dt_anns
+
+    def _prepare(self):
+        self.gt_dataset.clean()
+        self.dt_dataset.clean()
+        # ids are match markers (0: unmatched), so any numbering unique within the group does;
+        # lvis_mark: unmatched, the detection is ignored (category not exhaustively annotated)
+        for number, det in enumerate(self._dt_anns, 1):
+            det['id'] = number
+            det['lvis_mark'] = det['category_id'] in self._not_exhaustive[det['image_id']]
+        gt_pairs, dt_pairs = set(), set()
+        for dataset, anns, pairs in ((self.gt_dataset, self._gt_anns, gt_pairs),
+                                     (self.dt_dataset, self._dt_anns, dt_pairs)):
+            for ann in anns:
+                key = ann['image_id'], ann['category_id']
+                dataset.append_ref(*key, ann)
+                pairs.add(key)
+        self._nonempty_iou_pairs = gt_pairs & dt_pairs
+
+    def computeIoU(self, img_id, cat_id):
+        if self.params.iouType == 'bbox':
+            return super().computeIoU(img_id, cat_id)
+        gt = self.gt_dataset.get_instances([img_id], [cat_id], True)[0][0]
+        dt = self.dt_dataset.get_instances([img_id], [cat_id], True)[0][0]
+        if not gt or not dt:
+            return []
+        order = np.argsort([-d['score'] for d in dt], kind='mergesort')[:self.params.maxDets[-1]]
+        img = self._imgs[img_id]
+        return mask_utils.iou([dt[i]['segmentation'] for i in order],
+                              [_gt_rle(g['segmentation'], img) for g in gt], [0] * len(gt))
+
+
+def _gt_rle(segm, img: dict) -> dict:
+    """``lvis.LVIS.ann_to_rle``: polygons merged into one mask, uncompressed RLE compressed."""
+    if isinstance(segm, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segm, img['height'], img['width']))
+    if isinstance(segm['counts'], list):
+        return mask_utils.frPyObjects(segm, img['height'], img['width'])
+    return segm
+
+
+# Set for the life of one evaluation: forked workers inherit it instead of unpickling it.
+_WORK: Optional[dict] = None
+
+
+def _evaluate_group(index: int) -> Tuple[int, np.ndarray, np.ndarray]:
+    """Precision [T, R, K, A] and recall [T, K, A] of one group of categories of one type."""
+    iou_type, cats, images = _WORK['groups'][index]
+    evaluator = _GroupEval(iou_type, cats, images, _WORK['gt'].imgs, _WORK['not_exhaustive'],
+                           [a for c in cats for a in _WORK['gt_by_cat'].get(c, ())],
+                           [d for c in cats for d in _WORK['dt_by_cat'][iou_type].get(c, ())],
+                           _WORK['max_dets'])
+    evaluator.evaluate()
+    evaluator.accumulate()
+    return index, evaluator.eval['precision'][..., -1], evaluator.eval['recall'][..., -1]
+
+
+def _run_groups(work: dict, processes: int) -> list:
+    """Every group's result, in group order; the largest groups are handed out first."""
+    global _WORK
+    groups = work['groups']
+    processes = min(processes, len(groups))
+    if processes > 1 and 'fork' not in multiprocessing.get_all_start_methods():
+        MMLogger.get_current_instance().info(
+            'LVIS evaluation: no fork on this platform, evaluating in one process.')
+        processes = 1
+    _WORK = work
+    try:
+        if processes <= 1:
+            return [_evaluate_group(i)[1:] for i in range(len(groups))]
+        order = sorted(range(len(groups)), key=lambda i: -work['costs'][i])
+        results = [None] * len(groups)
+        with multiprocessing.get_context('fork').Pool(processes) as pool:
+            for index, precision, recall in pool.imap_unordered(_evaluate_group, order):
+                results[index] = (precision, recall)
+        return results
+    finally:
+        _WORK = None
+
+
+def _evaluate_types(gt: COCO, detections: Dict[str, List[dict]], max_dets: int,
+                    max_cells: int, processes: Optional[int]) -> Dict[str, Dict[str, float]]:
+    """Stats per iou type of detections already selected (see ``select_detections``), each
+    a dict of its own carrying its lvis-api 'area' (the evaluator annotates them in place)."""
+    gt_by_cat, cat_gt_images = defaultdict(list), defaultdict(set)
+    for ann in gt.dataset['annotations']:
+        gt_by_cat[ann['category_id']].append(ann)
+        cat_gt_images[ann['category_id']].add(ann['image_id'])
+    work = dict(gt=gt, max_dets=max_dets, gt_by_cat=gt_by_cat, dt_by_cat={}, groups=[],
+                costs=[], not_exhaustive={img['id']: set(img['not_exhaustive_category_ids'])
+                                          for img in gt.dataset['images']})
+    for iou_type, dets in detections.items():
+        dt_by_cat = defaultdict(list)
+        cat_images = {cat: set(images) for cat, images in cat_gt_images.items()}
+        for det in dets:
+            cat = det['category_id']
+            if cat in cat_images:  # categories without GT stay undefined (-1)
+                dt_by_cat[cat].append(det)
+                cat_images[cat].add(det['image_id'])
+        work['dt_by_cat'][iou_type] = dt_by_cat
+        for cats, images in _category_chunks(cat_images, max_cells):
+            cats = sorted(cats)
+            work['groups'].append((iou_type, cats, sorted(images)))
+            work['costs'].append(len(images) * len(cats) + sum(
+                len(gt_by_cat[c]) + len(dt_by_cat.get(c, ())) for c in cats))
+    if processes is None:
+        processes = default_processes(sum(len(dets) for dets in detections.values()))
+    results = _run_groups(work, processes)
+
+    cat_ids = sorted(gt.cats)
+    cat_index = {cat: k for k, cat in enumerate(cat_ids)}
+    frequencies = [gt.cats[c]['frequency'] for c in cat_ids]
+    stats = {}
+    for iou_type in detections:
+        params = COCOeval_faster(iouType=iou_type, lvis_style=True, print_function=_silent).params
+        num_t, num_r, num_a = len(params.iouThrs), len(params.recThrs), len(params.areaRng)
+        precision = -np.ones((num_t, num_r, len(cat_ids), num_a))
+        recall = -np.ones((num_t, len(cat_ids), num_a))
+        for (kind, cats, _), (group_precision, group_recall) in zip(work['groups'], results):
+            if kind == iou_type:
+                index = [cat_index[c] for c in cats]
+                precision[:, :, index] = group_precision
+                recall[:, index] = group_recall
+        stats[iou_type] = _summarize(precision, recall, params, frequencies, max_dets)
+    return stats
+
+
+def evaluate_lvis(gt: COCO, detections: PathOrDetections, iou_type: str, max_dets: int = 300,
+                  max_cells: int = MAX_CELLS, processes: Optional[int] = None
+                  ) -> Dict[str, float]:
+    """LVIS AP/AR of COCO-format ``detections`` ('bbox', or 'segm' with RLE masks).
+
+    ``gt`` comes from ``load_lvis_gt``; ``detections`` is a list or a result file (JSON list,
+    as mmdet's ``format_only`` writes). Returns the lvis-api's keys (AP, AP50, AP75, APs, APm,
+    APl, APr, APc, APf, AR@300, ARs@300, ARm@300, ARl@300) as fractions; -1 where undefined
+    (no GT in that group). ``processes``: 1 evaluates here, N in N forked processes, None as
+    ``default_processes`` chooses; the numbers are the same to the bit.
     """
     if iou_type not in ('bbox', 'segm'):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    processes = _check_processes(processes)
+    detections, source = load_detections(detections)
+    if not detections:
+        raise ValueError(f'{source}: no detections at all; the lvis-api refuses this too. '
+                         'Check that the model was run on the images of the annotation file.')
+    require_evaluable_gt(gt, [iou_type])
     with _cyclic_gc_paused():
-        return _evaluate(gt, detections, iou_type, max_dets, max_cells)
-
-
-def _evaluate(gt, detections, iou_type, max_dets, max_cells) -> Dict[str, float]:
-    dt = gt.loadRes(evaluated_detections(gt, detections, max_dets))
-    cat_ids = sorted(gt.cats)
-    cat_index = {cat: k for k, cat in enumerate(cat_ids)}
-    cat_images = defaultdict(set)  # only categories with GT: the others stay undefined (-1)
-    for ann in gt.dataset['annotations']:
-        cat_images[ann['category_id']].add(ann['image_id'])
-    for ann in dt.dataset['annotations']:
-        if ann['category_id'] in cat_images:
-            cat_images[ann['category_id']].add(ann['image_id'])
-
-    precision, recall, params = None, None, None
-    for cats, images in _category_chunks(cat_images, max_cells):
-        evaluator = COCOeval_faster(gt, dt, iou_type, lvis_style=True, print_function=_silent)
-        evaluator.params.catIds = sorted(cats)
-        evaluator.params.imgIds = sorted(images)
-        evaluator.params.maxDets = [max_dets]
-        evaluator.evaluate()
-        evaluator.accumulate()
-        if precision is None:
-            params = evaluator.params
-            shape_p = evaluator.eval['precision'].shape  # T, R, K, A, M
-            precision = -np.ones(shape_p[:2] + (len(cat_ids), ) + shape_p[3:4])
-            recall = -np.ones(shape_p[:1] + (len(cat_ids), ) + shape_p[3:4])
-        index = [cat_index[c] for c in evaluator.params.catIds]
-        precision[:, :, index] = evaluator.eval['precision'][..., -1]
-        recall[:, index] = evaluator.eval['recall'][..., -1]
-    if precision is None:  # no GT at all
-        return {key: -1.0 for key in AP_KEYS + tuple(
-            f'{k}@{max_dets}' for k in ('AR', 'ARs', 'ARm', 'ARl'))}
-    return _summarize(precision, recall, params, [gt.cats[c]['frequency'] for c in cat_ids],
-                      max_dets)
+        kept = select_detections(gt, detections, max_dets, iou_type, source)
+        return _evaluate_types(gt, {iou_type: kept}, max_dets, max_cells, processes)[iou_type]
 
 
 def _summarize(precision, recall, params, frequencies, max_dets) -> Dict[str, float]:
@@ -224,6 +305,84 @@ def _summarize(precision, recall, params, frequencies, max_dets) -> Dict[str, fl
     return out
 
 
+def check_prediction(pred: dict, img: dict, num_classes: int, source: str) -> None:
+    """One image's predictions (numpy arrays, masks as RLE or an [N, H, W] array) are
+    complete and at the image's size; what would otherwise score wrong or crash later."""
+    where = f"{source}: image {pred['img_id']}"
+    bboxes, scores, labels = pred['bboxes'], pred['scores'], pred['labels']
+    if bboxes.ndim != 2 or bboxes.shape[1] != 4:
+        raise ValueError(f'{where}: pred_instances.bboxes has shape {tuple(bboxes.shape)}, '
+                         'expected [N, 4] (x1, y1, x2, y2).')
+    counts = {'bboxes': len(bboxes), 'scores': len(scores), 'labels': len(labels)}
+    for key in ('masks', 'mask_scores'):
+        if key in pred:
+            counts[key] = len(pred[key])
+    if len(set(counts.values())) > 1:
+        raise ValueError(f'{where}: pred_instances disagree in length ({counts}); every '
+                         'detection needs its box, score, label and (for segm) mask. Check '
+                         "the model's predict/test_step.")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f'{where}: predicted labels span {int(labels.min())}..'
+                         f'{int(labels.max())} but the annotation file has {num_classes} '
+                         'categories; the model num_classes and the val_evaluator ann_file '
+                         'disagree.')
+    if not np.isfinite(scores).all():
+        raise ValueError(f'{where}: non-finite scores; check the model (a NaN loss?).')
+    masks = pred.get('masks')
+    if masks is None or not len(masks):
+        return
+    if isinstance(masks, np.ndarray) or hasattr(masks, 'shape'):
+        check_mask_size(list(masks.shape[1:]), img, where)
+        return
+    expected = [img['height'], img['width']]
+    for mask in masks:
+        if list(mask['size']) != expected:
+            check_mask_size(mask['size'], img, where)
+
+
+def _prediction_dicts(preds: Sequence[dict], cat_ids: Sequence[int], iou_type: str,
+                      max_dets: int, allowed: Optional[Dict[int, set]]) -> List[dict]:
+    """``predictions_to_lvis``; the evaluated ones (``max_dets`` >= 0 and ``allowed``) without
+    area 0 and carrying their lvis-api 'area' (box w*h), ready for ``_evaluate_types``."""
+    evaluated = allowed is not None and max_dets >= 0
+    out = []
+    cat_ids = np.asarray(cat_ids)
+    for pred in preds:
+        labels = pred['labels']
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(cat_ids)):
+            raise ValueError(f'predicted label {int(labels.max())} but the annotation file has '
+                             f'{len(cat_ids)} categories; the model num_classes and the '
+                             'val_evaluator ann_file disagree.')
+        if iou_type == 'segm' and 'masks' not in pred:
+            raise ValueError("FastLVISMetric: 'segm' requested but the predictions carry no "
+                             "masks; drop 'segm' from val_evaluator.metric.")
+        scores = pred.get('mask_scores', pred['scores']) if iou_type == 'segm' else pred['scores']
+        cats = cat_ids[labels]
+        keep = np.arange(len(scores))
+        if 0 <= max_dets < len(scores):  # stable, like LVISResults' sorted(reverse=True)
+            keep = np.argsort(-scores, kind='stable')[:max_dets]
+        if allowed is not None:
+            if pred['img_id'] not in allowed:
+                raise ValueError(f"image {pred['img_id']} is absent from the annotation file; "
+                                 'the val dataloader and val_evaluator.ann_file must match.')
+            keep = keep[np.isin(cats[keep], list(allowed[pred['img_id']]))]
+        boxes = pred['bboxes'][keep].astype(np.float64)
+        boxes[:, 2:] -= boxes[:, :2]
+        areas = boxes[:, 2] * boxes[:, 3]
+        if evaluated:  # the lvis-api leaves out area 0 (a box clamped flat at the border)
+            positive = areas > 0
+            keep, boxes, areas = keep[positive], boxes[positive], areas[positive]
+        for i, box, score, cat, area in zip(keep.tolist(), boxes.tolist(), scores[keep].tolist(),
+                                            cats[keep].tolist(), areas.tolist()):
+            det = dict(image_id=pred['img_id'], bbox=box, score=score, category_id=cat)
+            if iou_type == 'segm':
+                det['segmentation'] = pred['masks'][i]
+            if evaluated:
+                det['area'] = area
+            out.append(det)
+    return out
+
+
 def predictions_to_lvis(preds: Sequence[dict], cat_ids: Sequence[int], iou_type: str,
                         max_dets: int = -1,
                         allowed: Optional[Dict[int, set]] = None) -> List[dict]:
@@ -235,35 +394,10 @@ def predictions_to_lvis(preds: Sequence[dict], cat_ids: Sequence[int], iou_type:
     evaluation looks at (as ``evaluated_detections``), before any dict exists: on LVIS val
     that is a small fraction of the 300 detections per image.
     """
-    out = []
-    for pred in preds:
-        labels = pred['labels']
-        if len(labels) and int(labels.max()) >= len(cat_ids):
-            raise ValueError(f'predicted label {int(labels.max())} but the annotation file has '
-                             f'{len(cat_ids)} categories; the model num_classes and the '
-                             'val_evaluator ann_file disagree.')
-        if iou_type == 'segm' and 'masks' not in pred:
-            raise ValueError("FastLVISMetric: 'segm' requested but the predictions carry no "
-                             "masks; drop 'segm' from val_evaluator.metric.")
-        scores = pred.get('mask_scores', pred['scores']) if iou_type == 'segm' else pred['scores']
-        cats = np.asarray(cat_ids)[labels]
-        keep = np.arange(len(scores))
-        if 0 <= max_dets < len(scores):  # stable, like LVISResults' sorted(reverse=True)
-            keep = np.argsort(-scores, kind='stable')[:max_dets]
-        if allowed is not None:
-            if pred['img_id'] not in allowed:
-                raise ValueError(f"image {pred['img_id']} is absent from the annotation file; "
-                                 'the val dataloader and val_evaluator.ann_file must match.')
-            keep = keep[np.isin(cats[keep], list(allowed[pred['img_id']]))]
-        boxes = pred['bboxes'][keep].astype(np.float64)
-        boxes[:, 2:] -= boxes[:, :2]
-        for i, box, score, cat in zip(keep.tolist(), boxes.tolist(), scores[keep].tolist(),
-                                      cats[keep].tolist()):
-            det = dict(image_id=pred['img_id'], bbox=box, score=score, category_id=cat)
-            if iou_type == 'segm':
-                det['segmentation'] = pred['masks'][i]
-            out.append(det)
-    return out
+    dets = _prediction_dicts(preds, cat_ids, iou_type, max_dets, allowed)
+    for det in dets:
+        det.pop('area', None)
+    return dets
 
 
 def _silent(*args, **kwargs) -> None:
@@ -296,7 +430,9 @@ class FastLVISMetric(BaseMetric):
 
     Results are ``lvis/{bbox,segm}_{AP,AP50,AP75,APs,APm,APl,APr,APc,APf}`` as fractions at
     full precision (mmdet rounds to 3 decimals; the pipeline wants the raw numbers); -1 marks
-    a group with no ground truth, as in the lvis-api.
+    a group with no ground truth, as in the lvis-api. Predictions are checked as they arrive
+    (image in the annotation file, one mask per box at the image's size), so a wrong test
+    pipeline stops at its first batch rather than scoring AP 0 at the end.
 
     Args:
         ann_file: LVIS annotation file of the evaluated split (federated fields required).
@@ -304,6 +440,9 @@ class FastLVISMetric(BaseMetric):
         max_dets: detections kept per image (LVIS rule: 300).
         format_only: only dump the detections (needs ``outfile_prefix``).
         outfile_prefix: if set, detections go to ``{prefix}.bbox.json`` / ``{prefix}.segm.json``.
+        processes: evaluation processes (forked; box and mask are evaluated together): 1 in
+            this process, None one per usable CPU, at most 8 and one per 100,000 evaluated
+            detections (``default_processes``). Same numbers to the bit.
     """
 
     default_prefix: Optional[str] = 'lvis'
@@ -314,6 +453,7 @@ class FastLVISMetric(BaseMetric):
                  max_dets: int = 300,
                  format_only: bool = False,
                  outfile_prefix: Optional[str] = None,
+                 processes: Optional[int] = None,
                  backend_args: Optional[dict] = None,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
@@ -328,25 +468,44 @@ class FastLVISMetric(BaseMetric):
         self.max_dets = max_dets
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
+        self.processes = _check_processes(processes)
         self.ann_file = ann_file
         self._gt = load_lvis_gt(ann_file, backend_args)
         # Label i is the i-th category of the file, as in mmdet's LVIS datasets.
         self.cat_ids = [c['id'] for c in self._gt.dataset['categories']]
         self._allowed = annotated_categories(self._gt)
+        require_evaluable_gt(self._gt, self.metrics)
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         """Keep each image's predictions as numpy arrays, masks already RLE-encoded."""
         for sample in data_samples:
+            img = self._image(sample['img_id'])
             pred = sample['pred_instances']
             result = dict(img_id=sample['img_id'],
                           bboxes=pred['bboxes'].cpu().numpy(),
                           scores=pred['scores'].cpu().numpy(),
                           labels=pred['labels'].cpu().numpy())
             if 'masks' in pred:
-                result['masks'] = encode_mask_results(pred['masks'].detach().cpu().numpy())
+                result['masks'] = pred['masks'].detach().cpu().numpy()
             if 'mask_scores' in pred:
                 result['mask_scores'] = pred['mask_scores'].cpu().numpy()
+            source = f'FastLVISMetric ({self.ann_file})'
+            if 'segm' in self.metrics and 'masks' not in result:
+                raise ValueError(f"{source}: image {sample['img_id']}: 'segm' requested but the "
+                                 "model predicts no masks; drop 'segm' from the evaluator's "
+                                 'metric or use a model with a mask head.')
+            check_prediction(result, img, len(self.cat_ids), source)
+            if 'masks' in result:
+                result['masks'] = encode_mask_results(result['masks'])
             self.results.append(result)
+
+    def _image(self, img_id) -> dict:
+        img = self._gt.imgs.get(img_id)
+        if img is None:
+            raise ValueError(f'FastLVISMetric: image {img_id} is absent from {self.ann_file}; '
+                             'the test dataloader and the evaluator ann_file must be the same '
+                             'split.')
+        return img
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         with _cyclic_gc_paused():
@@ -354,6 +513,23 @@ class FastLVISMetric(BaseMetric):
 
     def _compute_metrics(self, results: list) -> Dict[str, float]:
         logger = MMLogger.get_current_instance()
+        source = f'FastLVISMetric ({self.ann_file})'
+        if not results:
+            raise ValueError(f'{source}: no predictions reached the metric (process() never '
+                             'ran, or the results were lost in collection); check that the '
+                             'test dataloader yields batches (dataset not empty, ann_file and '
+                             'data_prefix pointing at the data).')
+        seen = set()
+        for result in results:
+            if result['img_id'] in seen:
+                raise ValueError(f"{source}: image {result['img_id']} was predicted twice; "
+                                 'each image must be evaluated once (check the sampler and '
+                                 'the dataset for duplicates).')
+            seen.add(result['img_id'])
+            check_prediction(result, self._image(result['img_id']), len(self.cat_ids), source)
+        if not any(len(result['scores']) for result in results):
+            logger.warning(f'{source}: no detections in any of {len(results)} images; every '
+                           'defined AP is 0.')
         if self.outfile_prefix is not None:
             for name in self.metrics:
                 _dump_json_atomic(predictions_to_lvis(results, self.cat_ids, name),
@@ -362,11 +538,13 @@ class FastLVISMetric(BaseMetric):
         if self.format_only:
             logger.info(f'detections saved under {self.outfile_prefix}.*.json')
             return eval_results
+        dets = {name: _prediction_dicts(results, self.cat_ids, name, self.max_dets,
+                                        self._allowed)
+                for name in self.metrics}
+        stats = _evaluate_types(self._gt, dets, self.max_dets, MAX_CELLS, self.processes)
         for name in self.metrics:
-            dets = predictions_to_lvis(results, self.cat_ids, name, self.max_dets, self._allowed)
-            stats = evaluate_lvis(self._gt, dets, name, self.max_dets)
             logger.info(f'LVIS {name} (faster-coco-eval, {self.ann_file}): ' + ' '.join(
-                f'{key}={stats[key]:.4f}' for key in AP_KEYS))
+                f'{key}={stats[name][key]:.4f}' for key in AP_KEYS))
             for key in AP_KEYS:
-                eval_results[f'{name}_{key}'] = float(stats[key])
+                eval_results[f'{name}_{key}'] = float(stats[name][key])
         return eval_results

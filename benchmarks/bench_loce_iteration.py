@@ -22,18 +22,15 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmdet.structures.mask import BitmapMasks
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
 
 import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
 from loce.engine.freeze_hook import freeze_except
 from loce.models.mfs import FeatureMemory
+from loce.testing import detection_batch
 
 CONFIG = (Path(__file__).resolve().parents[1]
           / 'configs/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py')
@@ -41,25 +38,8 @@ FILLED_CLASSES = 64  # at most; all classes of a smaller model
 
 
 def make_batch(size, gts_per_image, num_classes, seed=0):
-    """Two images with random boxes, box-shaped masks and classes."""
-    g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(2):
-        inputs.append(torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8))
-        xy = torch.rand(gts_per_image, 2, generator=g) * size * 0.6
-        wh = torch.rand(gts_per_image, 2, generator=g) * size * 0.35 + size * 0.05
-        boxes = torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=1)
-        masks = np.zeros((gts_per_image, size, size), dtype=np.uint8)
-        for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
-            masks[i, y1:y2, x1:x2] = 1
-        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                             pad_shape=(size, size), scale_factor=(1.0, 1.0),
-                                             batch_input_shape=(size, size)))
-        sample.gt_instances = InstanceData(
-            bboxes=boxes, labels=torch.randint(0, num_classes, (gts_per_image,), generator=g),
-            masks=BitmapMasks(masks, size, size))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
+    """Two images with random boxes, box-shaped masks and classes (loce.testing's)."""
+    return detection_batch(2, size, gts_per_image, num_classes, seed)
 
 
 def build_models(config):

@@ -1,7 +1,6 @@
 """FreezeRepresentationHook freezes exactly the representation, and under DistributedDataParallel
 (wrapped before the hook runs, as mmengine does) training then works without
 find_unused_parameters and leaves the frozen weights untouched on every rank."""
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -51,12 +50,6 @@ def test_only_rpn_classifier_regressor_and_mask_head_train():
         freeze_except(Detector(), ('rpn_head', 'roi_head.mask_heads'))
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def _train(runner, hook, rank, steps=3):
     params = list(runner.model.parameters())
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.1)
@@ -100,9 +93,9 @@ def _worker(rank, port, results):
         dist.destroy_process_group()
 
 
-def test_ddp_wrapped_before_freezing_trains_only_the_trainable_parameters():
+def test_ddp_wrapped_before_freezing_trains_only_the_trainable_parameters(free_port):
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=2)
+    mp.spawn(_worker, args=(free_port, results), nprocs=2)
     for rank in range(2):
         result = results[rank]
         assert result['wrapper'] and result['same_across_ranks']

@@ -1,6 +1,5 @@
 """The mean classification score follows the authors' update rule, round-trips through a state
 dict, and stays identical across distributed ranks fed different batches."""
-import socket
 
 import pytest
 import torch
@@ -78,12 +77,6 @@ def test_an_indicator_of_your_own_is_built_through_the_registry():
     assert isinstance(built, ConstantIndicator) and built.scores.tolist() == [0.25] * 4
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 BATCHES = {  # different lengths per rank: the gather pads them
     0: (torch.tensor([0, 2, 2, 5]), torch.tensor([0.3, 0.6, 0.2, 0.9])),
     1: (torch.tensor([2, 1]), torch.tensor([0.8, 0.5])),
@@ -102,9 +95,9 @@ def _worker(rank, port, results):
         dist.destroy_process_group()
 
 
-def test_two_ranks_with_different_batches_end_identical():
+def test_two_ranks_with_different_batches_end_identical(free_port):
     results = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), results), nprocs=2)
+    mp.spawn(_worker, args=(free_port, results), nprocs=2)
     assert torch.equal(results[0], results[1])
     # Eq. 2 by hand over both ranks' entries, two iterations: s_c <- a^n s_c + (1 - a^n) mean_c
     # for the n entries of class c; absent classes and the background keep their value.

@@ -1,26 +1,21 @@
 """LOCERoIHead: per-instance indicator entries from each image's own rows, memory features in the
 bbox losses but not the mask head, and a real LOCE fine-tuning iteration through the mmengine
 Runner (warm-up, freezing, finite losses) that resumes with its mean score intact."""
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
-from mmengine.structures import InstanceData
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmdet.structures.mask import BitmapMasks
-from PIL import Image
 
 import loce.engine  # noqa: F401  (registers the hooks)
 import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
 from loce.models.indicator import MeanScore
+from loce.testing import detection_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCE_TINY = ROOT / 'configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
@@ -65,27 +60,6 @@ def test_indicator_entries_come_from_each_images_own_rows():
     torch.testing.assert_close(head.indicator.scores, torch.tensor(expected))
 
 
-def _batch(num_images=2, size=128, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(num_images):
-        inputs.append(torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8))
-        xy = torch.randint(0, size // 2, (3, 2), generator=g).float()
-        wh = torch.randint(16, size // 2, (3, 2), generator=g).float()
-        boxes = torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=1)
-        masks = np.zeros((3, size, size), dtype=np.uint8)
-        for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
-            masks[i, y1:y2, x1:x2] = 1
-        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                             pad_shape=(size, size), scale_factor=(1.0, 1.0),
-                                             batch_input_shape=(size, size)))
-        sample.gt_instances = InstanceData(
-            bboxes=boxes, labels=torch.randint(0, NUM_CLASSES, (3,), generator=g),
-            masks=BitmapMasks(masks, size, size))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
-
-
 def test_memory_features_reach_the_bbox_losses_but_not_the_mask_head():
     model = _tiny_loce_model()
     head = model.roi_head
@@ -111,7 +85,7 @@ def test_memory_features_reach_the_bbox_losses_but_not_the_mask_head():
         return mask_loss(x, sampling_results, bbox_feats, batch_gt_instances)
 
     head.bbox_head.forward, head.bbox_head.loss, head.mask_loss = spy_bbox, spy_bbox_loss, spy_mask
-    data = model.data_preprocessor(_batch(), True)
+    data = model.data_preprocessor(detection_batch(), True)
     losses = model(**data, mode='loss')  # enqueue first: 16 boxes per GT, at most M=16 per class
     classes = torch.cat([s.gt_instances.labels for s in data['data_samples']]).unique()
     assert len(head.memory) == 16 * len(classes) and seen['bbox_rows'] > seen['rois']
@@ -146,7 +120,7 @@ def test_classes_with_an_empty_queue_are_never_drawn():
     model = _tiny_loce_model()
     head = model.roi_head
     head.indicator.scores.zero_()      # every class looks maximally weak ...
-    data = model.data_preprocessor(_batch(), True)
+    data = model.data_preprocessor(detection_batch(), True)
     model(**data, mode='loss')         # ... but only the batch's classes have features
     held = (head.memory.filled > 0).nonzero()[:, 0]
     feats, labels, _ = head._sample_memory()
@@ -169,7 +143,7 @@ def test_prediction_is_the_stock_softmax_whatever_the_mean_score():
     for detector in (model, plain):
         detector.eval()
         with torch.no_grad():
-            data = detector.data_preprocessor(_batch(num_images=1, seed=3), False)
+            data = detector.data_preprocessor(detection_batch(num_images=1, seed=3), False)
             outputs.append(detector(**data, mode='predict')[0].pred_instances)
     assert len(outputs[0]) > 0
     for key in ('bboxes', 'scores', 'labels', 'masks'):
@@ -188,34 +162,6 @@ def test_misconfigurations_fail_naming_the_key():
         type='EquilibriumLoss', indicator='prior', class_counts=[1] * NUM_CLASSES))
     with pytest.raises(ValueError, match='roi_head.indicator'):
         MODELS.build(second_knob)
-
-
-def _fake_lvis(root, num_images=4, size=128):
-    """A minimal LVIS v1 train set: one or two rectangles (with polygons) per image."""
-    rng = np.random.default_rng(0)
-    images, annotations = [], []
-    (root / 'train2017').mkdir(parents=True)
-    for image_id in range(1, num_images + 1):
-        pixels = np.full((size, size, 3), 128, dtype=np.uint8)
-        name = f'{image_id:012d}.jpg'
-        for _ in range(1 + image_id % 2):
-            x, y = rng.integers(0, size // 2, 2)
-            w, h = rng.integers(24, size // 2, 2)
-            pixels[y:y + h, x:x + w] = rng.integers(0, 255, 3)
-            annotations.append(dict(
-                id=len(annotations) + 1, image_id=image_id, bbox=[int(x), int(y), int(w), int(h)],
-                area=int(w * h), category_id=int(rng.integers(1, NUM_CLASSES + 1)),
-                segmentation=[[int(x), int(y), int(x + w), int(y), int(x + w), int(y + h),
-                               int(x), int(y + h)]]))
-        Image.fromarray(pixels).save(root / 'train2017' / name)
-        images.append(dict(id=image_id, height=size, width=size, neg_category_ids=[],
-                           not_exhaustive_category_ids=[],
-                           coco_url=f'http://images.cocodataset.org/train2017/{name}'))
-    categories = [dict(id=i, name=f'class_{i}', frequency='f', synset=f'class_{i}.n.01')
-                  for i in range(1, NUM_CLASSES + 1)]
-    (root / 'annotations').mkdir()
-    (root / 'annotations/lvis_v1_train.json').write_text(json.dumps(
-        dict(images=images, annotations=annotations, categories=categories)))
 
 
 class Probe(Hook):
@@ -245,10 +191,12 @@ class Probe(Hook):
 
 
 def _runner(tmp_path, data_root, max_epochs, probe, **overrides):
+    """The smoke LOCE config on the first two images of the tiny LVIS (one iteration an epoch)."""
     cfg = Config.fromfile(str(LOCE_TINY))
     cfg.work_dir = str(tmp_path / 'work')
-    cfg.train_dataloader.dataset.data_root = str(data_root) + '/'
+    cfg.train_dataloader.dataset.data_root = str(data_root / 'lvis_v1') + '/'
     cfg.train_dataloader.dataset.ann_file = 'annotations/lvis_v1_train.json'
+    cfg.train_dataloader.dataset.indices = 2
     cfg.train_dataloader.batch_size = 2
     cfg.train_cfg.max_epochs = max_epochs
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
@@ -260,14 +208,13 @@ def _runner(tmp_path, data_root, max_epochs, probe, **overrides):
 
 
 @pytest.fixture(scope='module')
-def first_epoch(tmp_path_factory):
+def first_epoch(tmp_path_factory, tiny_lvis):
     """One epoch of LOCE fine-tuning = one iteration (2 images, batch 2), from random weights."""
     tmp_path = tmp_path_factory.mktemp('loce')
-    _fake_lvis(tmp_path / 'data', num_images=2)
     probe = Probe()
-    runner = _runner(tmp_path, tmp_path / 'data', 1, probe)
+    runner = _runner(tmp_path, tiny_lvis, 1, probe)
     runner.train()
-    return SimpleNamespace(tmp_path=tmp_path, probe=probe, runner=runner)
+    return SimpleNamespace(tmp_path=tmp_path, probe=probe, runner=runner, data=tiny_lvis)
 
 
 def test_one_loce_fine_tuning_iteration(first_epoch):
@@ -304,7 +251,7 @@ def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch, mon
     memory = first_epoch.runner.model.roi_head.memory
     assert torch.equal(saved_memory['features'], memory.features.cpu())
     probe = Probe()
-    runner = _runner(first_epoch.tmp_path, first_epoch.tmp_path / 'data', 2, probe,
+    runner = _runner(first_epoch.tmp_path, first_epoch.data, 2, probe,
                      resume=True, load_from=str(checkpoint))
     runner.train()
     assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] == int(saved_memory['filled'].sum())
@@ -314,18 +261,17 @@ def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch, mon
                                state['state_dict']['roi_head.indicator.scores'])
 
 
-def test_a_memory_above_the_threshold_is_not_checkpointed_and_refilled_on_resume(tmp_path,
-                                                                                monkeypatch):
+def test_a_memory_above_the_threshold_is_not_checkpointed_and_refilled_on_resume(
+        tmp_path, monkeypatch, tiny_lvis):
     monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    _fake_lvis(tmp_path / 'data', num_images=2)
     hooks = [dict(type='FreezeRepresentationHook'),
              dict(type='MemoryWarmupHook', images_per_class=5, checkpoint_memory_bytes=0)]
-    runner = _runner(tmp_path, tmp_path / 'data', 1, Probe(), custom_hooks=hooks)
+    runner = _runner(tmp_path, tiny_lvis, 1, Probe(), custom_hooks=hooks)
     runner.train()
     state = torch.load(tmp_path / 'work/epoch_1.pth', weights_only=False)
     assert 'loce_feature_memory' not in state
     probe = Probe()
-    runner = _runner(tmp_path, tmp_path / 'data', 2, probe, custom_hooks=hooks, resume=True,
+    runner = _runner(tmp_path, tiny_lvis, 2, probe, custom_hooks=hooks, resume=True,
                      load_from=str(tmp_path / 'work/epoch_1.pth'))
     runner.train()
     assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] > 0  # refilled by the warm-up
@@ -333,12 +279,11 @@ def test_a_memory_above_the_threshold_is_not_checkpointed_and_refilled_on_resume
                                state['state_dict']['roi_head.indicator.scores'])
 
 
-def test_ebl_alone_warms_the_mean_score_up_from_the_pretrained_model(tmp_path):
+def test_ebl_alone_warms_the_mean_score_up_from_the_pretrained_model(tmp_path, tiny_lvis):
     """As the authors' warm-up, which always runs: without it EBL-only would start from a
     uniform 0.01 while LOCE starts from the pretrained model's scores."""
-    _fake_lvis(tmp_path / 'data', num_images=2)
     probe = Probe()
-    runner = _runner(tmp_path, tmp_path / 'data', 1, probe, **{'model.roi_head.mfs': None})
+    runner = _runner(tmp_path, tiny_lvis, 1, probe, **{'model.roi_head.mfs': None})
     runner.train()
     assert runner.model.roi_head.memory is None
     before_first_iteration = probe.seen[0]['scores']

@@ -5,32 +5,10 @@ import mmdet
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmengine.structures import InstanceData
 
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
-from mmdet.structures.mask import BitmapMasks
 
-
-def _batch(num_images=2, size=128, num_classes=80, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    inputs, samples = [], []
-    for _ in range(num_images):
-        inputs.append(torch.randint(0, 255, (3, size, size), generator=g, dtype=torch.uint8))
-        xy = torch.randint(0, size // 2, (3, 2), generator=g).float()
-        wh = torch.randint(16, size // 2, (3, 2), generator=g).float()
-        boxes = torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=1)
-        masks = torch.zeros(3, size, size, dtype=torch.uint8)
-        for i, (x1, y1, x2, y2) in enumerate(boxes.long().tolist()):
-            masks[i, y1:y2, x1:x2] = 1
-        sample = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
-                                             pad_shape=(size, size), scale_factor=(1.0, 1.0),
-                                             batch_input_shape=(size, size)))
-        sample.gt_instances = InstanceData(
-            bboxes=boxes, labels=torch.randint(0, num_classes, (3,), generator=g),
-            masks=BitmapMasks(masks.numpy(), size, size))
-        samples.append(sample)
-    return dict(inputs=inputs, data_samples=samples)
+from loce.testing import detection_batch
 
 
 def test_mask_rcnn_r50_fpn_trains_one_step_and_predicts():
@@ -47,7 +25,7 @@ def test_mask_rcnn_r50_fpn_trains_one_step_and_predicts():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     model.train()
-    data = model.data_preprocessor(_batch(), training=True)
+    data = model.data_preprocessor(detection_batch(num_classes=80), training=True)
     losses = model(**data, mode='loss')
     total, log_vars = model.parse_losses(losses)
     assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox', 'loss_mask'} <= set(log_vars)
@@ -60,7 +38,7 @@ def test_mask_rcnn_r50_fpn_trains_one_step_and_predicts():
 
     model.eval()
     with torch.no_grad():
-        data = model.data_preprocessor(_batch(seed=1), training=False)
+        data = model.data_preprocessor(detection_batch(num_classes=80, seed=1), training=False)
         results = model(**data, mode='predict')
     assert len(results) == 2
     for result in results:

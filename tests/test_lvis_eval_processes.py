@@ -12,7 +12,7 @@ from mmengine.structures import InstanceData
 from test_fast_lvis_metric import case  # noqa: F401 (the shared fixture)
 from test_fast_lvis_metric import AR_KEYS, _data_samples, lvis_api
 
-from loce.evaluation import AP_KEYS, FastLVISMetric, evaluate_lvis, load_lvis_gt
+from loce.evaluation import AP_KEYS, FastLVISMetric, evaluate_lvis, fast_lvis_metric, load_lvis_gt
 from loce.evaluation.fast_lvis_metric import MAX_DEFAULT_PROCESSES, default_processes
 from mmdet.structures import DetDataSample
 
@@ -102,3 +102,21 @@ def test_runner_test_loop_on_cpu(case, tmp_path):
         official = lvis_api(path, dumped, iou_type)
         for key in AP_KEYS:
             assert two[f'lvis/{iou_type}_{key}'] == pytest.approx(official[key], abs=1e-10)
+
+
+_evaluate_group = fast_lvis_metric._evaluate_group
+
+
+def _dies_on_the_second_group(index):
+    """A worker killed mid-task, as by the kernel's OOM killer (module level: tasks are sent
+    to the workers by reference)."""
+    if index == 1:
+        os._exit(9)
+    return _evaluate_group(index)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang(case, monkeypatch):
+    _, path, dets, _ = case
+    monkeypatch.setattr(fast_lvis_metric, '_evaluate_group', _dies_on_the_second_group)
+    with pytest.raises(RuntimeError, match='an LVIS evaluation process died.*processes=1'):
+        evaluate_lvis(load_lvis_gt(str(path)), dets['bbox'], 'bbox', processes=2, max_cells=60)

@@ -25,6 +25,8 @@ import os
 import os.path as osp
 import tempfile
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -117,49 +119,44 @@ class _GroupEval(COCOeval_faster):
     ``_prepare`` only registers them: faster-coco-eval's own would build a COCO index per group,
     rescan each image's annotations for the group's categories and check every id again.
 
-    Masks: detections carry compressed RLE already; faster-coco-eval would re-encode each one
-    (decode, encode, a new dict) before matching, though most are never compared with any GT,
-    and spread the IoUs over threads that hold the GIL. Here they go to pycocotools' IoU, the
-    lvis-api's own, with GT polygons merged as ``LVIS.ann_to_rle`` does, only where an image
-    has both GT and detections of the category.
+    IoUs are pycocotools', the lvis-api's own. Masks: detections carry compressed RLE already;
+    faster-coco-eval would re-encode each one (decode, encode, a new dict) before matching,
+    though many are never compared with any GT, and spread the IoUs over threads that hold
+    the GIL. Here they go to the IoU as they are, with GT polygons merged as
+    ``LVIS.ann_to_rle`` does, only where an image has both GT and detections of the category.
     """
 
     def __init__(self, iou_type: str, cats: List[int], images: List[int], imgs: Dict[int, dict],
-                 not_exhaustive: Dict[int, set], gt_anns: List[dict], dt_anns: List[dict],
-                 max_dets: int):
+                 gt_anns: List[dict], dt_anns: List[dict], max_dets: int):
         super().__init__(None, None, iou_type, lvis_style=True, print_function=_silent,
                          rle_iou_max_workers=1)
         self.params.catIds, self.params.imgIds = cats, images
         self.params.maxDets = [max_dets]
         self.params.compute_rle = False  # masks are read in computeIoU below
-        self._imgs, self._not_exhaustive = imgs, not_exhaustive
-        self._gt_anns, self._dt_anns = gt_anns, dt_anns
+        self._imgs, self._gt_anns, self._dt_anns = imgs, gt_anns, dt_anns
 
     def _prepare(self):
         self.gt_dataset.clean()
         self.dt_dataset.clean()
-        # ids are match markers (0: unmatched), so any numbering unique within the group does;
-        # lvis_mark: unmatched, the detection is ignored (category not exhaustively annotated)
-        for number, det in enumerate(self._dt_anns, 1):
-            det['id'] = number
-            det['lvis_mark'] = det['category_id'] in self._not_exhaustive[det['image_id']]
         gt_pairs, dt_pairs = set(), set()
         for dataset, anns, pairs in ((self.gt_dataset, self._gt_anns, gt_pairs),
                                      (self.dt_dataset, self._dt_anns, dt_pairs)):
+            append, add = dataset.append_ref, pairs.add
             for ann in anns:
-                key = ann['image_id'], ann['category_id']
-                dataset.append_ref(*key, ann)
-                pairs.add(key)
+                img_id, cat_id = ann['image_id'], ann['category_id']
+                append(img_id, cat_id, ann)
+                add((img_id, cat_id))
         self._nonempty_iou_pairs = gt_pairs & dt_pairs
 
     def computeIoU(self, img_id, cat_id):
-        if self.params.iouType == 'bbox':
-            return super().computeIoU(img_id, cat_id)
         gt = self.gt_dataset.get_instances([img_id], [cat_id], True)[0][0]
         dt = self.dt_dataset.get_instances([img_id], [cat_id], True)[0][0]
         if not gt or not dt:
             return []
         order = np.argsort([-d['score'] for d in dt], kind='mergesort')[:self.params.maxDets[-1]]
+        if self.params.iouType == 'bbox':
+            return mask_utils.iou([dt[i]['bbox'] for i in order], [g['bbox'] for g in gt],
+                                  [0] * len(gt))
         img = self._imgs[img_id]
         return mask_utils.iou([dt[i]['segmentation'] for i in order],
                               [_gt_rle(g['segmentation'], img) for g in gt], [0] * len(gt))
@@ -178,23 +175,55 @@ def _gt_rle(segm, img: dict) -> dict:
 _WORK: Optional[dict] = None
 
 
+def _group_detections(iou_type: str, cats: List[int]) -> List[dict]:
+    """The group's detections as faster-coco-eval reads them, made here from the columns.
+
+    Made in the process that evaluates the group: forked workers then write only to memory of
+    their own (touching the parent's objects would copy their pages, a fifth more CPU time,
+    measured). Box or mask only where the image has GT of the category: nothing else is ever
+    compared. ``id`` is a match marker (0: unmatched), unique within the group; ``lvis_mark``:
+    unmatched, the detection is ignored (category not exhaustively annotated in that image).
+    """
+    columns = _WORK['columns'][iou_type]
+    index = np.concatenate([columns['by_category'].get(c, _NONE) for c in cats])
+    pairs = columns['pair'][index]
+    compared = np.isin(pairs, _WORK['gt_pairs'])
+    dets = [dict(image_id=img_id, category_id=cat_id, score=score, area=area, id=number,
+                 lvis_mark=mark)
+            for number, img_id, cat_id, score, area, mark in zip(
+                range(1, len(index) + 1), columns['image_id'][index].tolist(),
+                columns['category_id'][index].tolist(), columns['score'][index].tolist(),
+                columns['area'][index].tolist(),
+                np.isin(pairs, _WORK['not_exhaustive_pairs']).tolist())]
+    where = np.flatnonzero(compared).tolist()
+    if iou_type == 'bbox':
+        for k, box in zip(where, columns['bbox'][index[compared]].tolist()):
+            dets[k]['bbox'] = box
+    else:
+        masks = columns['segmentation']
+        for k, i in zip(where, index[compared].tolist()):
+            dets[k]['segmentation'] = masks[i]
+    return dets
+
+
+_NONE = np.zeros(0, np.int64)
+
+
 def _evaluate_group(index: int) -> Tuple[int, np.ndarray, np.ndarray]:
     """Precision [T, R, K, A] and recall [T, K, A] of one group of categories of one type."""
     iou_type, cats, images = _WORK['groups'][index]
-    evaluator = _GroupEval(iou_type, cats, images, _WORK['gt'].imgs, _WORK['not_exhaustive'],
+    evaluator = _GroupEval(iou_type, cats, images, _WORK['gt'].imgs,
                            [a for c in cats for a in _WORK['gt_by_cat'].get(c, ())],
-                           [d for c in cats for d in _WORK['dt_by_cat'][iou_type].get(c, ())],
-                           _WORK['max_dets'])
+                           _group_detections(iou_type, cats), _WORK['max_dets'])
     evaluator.evaluate()
     evaluator.accumulate()
     return index, evaluator.eval['precision'][..., -1], evaluator.eval['recall'][..., -1]
 
 
 def _run_groups(work: dict, processes: int) -> list:
-    """Every group's result, in group order; the largest groups are handed out first."""
+    """Every group's result, in group order."""
     global _WORK
-    groups = work['groups']
-    processes = min(processes, len(groups))
+    processes = min(processes, len(work['groups']))
     if processes > 1 and 'fork' not in multiprocessing.get_all_start_methods():
         MMLogger.get_current_instance().info(
             'LVIS evaluation: no fork on this platform, evaluating in one process.')
@@ -202,51 +231,92 @@ def _run_groups(work: dict, processes: int) -> list:
     _WORK = work
     try:
         if processes <= 1:
-            return [_evaluate_group(i)[1:] for i in range(len(groups))]
-        order = sorted(range(len(groups)), key=lambda i: -work['costs'][i])
-        results = [None] * len(groups)
-        with multiprocessing.get_context('fork').Pool(processes) as pool:
-            for index, precision, recall in pool.imap_unordered(_evaluate_group, order):
-                results[index] = (precision, recall)
-        return results
+            return [_evaluate_group(i)[1:] for i in range(len(work['groups']))]
+        return _run_in_processes(work, processes)
     finally:
         _WORK = None
 
 
-def _evaluate_types(gt: COCO, detections: Dict[str, List[dict]], max_dets: int,
-                    max_cells: int, processes: Optional[int]) -> Dict[str, Dict[str, float]]:
-    """Stats per iou type of detections already selected (see ``select_detections``), each
-    a dict of its own carrying its lvis-api 'area' (the evaluator annotates them in place)."""
-    gt_by_cat, cat_gt_images = defaultdict(list), defaultdict(set)
+def _run_in_processes(work: dict, processes: int) -> list:
+    """Forked workers take the groups largest first, as they free up. An executor rather
+    than a Pool: a worker that dies (out of memory) is an error here, not a hang."""
+    results = [None] * len(work['groups'])
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context('fork'))
+    try:
+        futures = [pool.submit(_evaluate_group, i)
+                   for i in sorted(range(len(results)), key=lambda i: -work['costs'][i])]
+        for future in as_completed(futures):
+            index, precision, recall = future.result()
+            results[index] = (precision, recall)
+    except BrokenProcessPool as err:
+        raise RuntimeError(f'an LVIS evaluation process died ({err}); out of memory? Each one '
+                           'holds a copy of what it touches: evaluate with fewer processes '
+                           '(processes=1 evaluates in this one).') from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return results
+
+
+def _columns(image_id, category_id, score, area, bbox=None, segmentation=None) -> dict:
+    """Detections as columns: numpy arrays, and the list of their masks for segm."""
+    return dict(image_id=np.asarray(image_id, np.int64), category_id=np.asarray(
+        category_id, np.int64), score=np.asarray(score, np.float64),
+        area=np.asarray(area, np.float64), bbox=None if bbox is None else np.asarray(
+            bbox, np.float64).reshape(-1, 4), segmentation=segmentation)
+
+
+def _selected_columns(selected: List[Tuple[dict, float]], iou_type: str) -> dict:
+    dets = [d for d, _ in selected]
+    return _columns([d['image_id'] for d in dets], [d['category_id'] for d in dets],
+                    [d['score'] for d in dets], [a for _, a in selected],
+                    bbox=[d['bbox'] for d in dets] if iou_type == 'bbox' else None,
+                    segmentation=[d['segmentation'] for d in dets] if iou_type == 'segm'
+                    else None)
+
+
+def _evaluate_types(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells: int,
+                    processes: Optional[int]) -> Dict[str, Dict[str, float]]:
+    """Stats per iou type of detections already selected (see ``select_detections``), given
+    as ``_columns`` with the area the lvis-api gives each."""
+    img_ids, cat_ids = np.asarray(sorted(gt.imgs), np.int64), np.asarray(sorted(gt.cats))
+    # (image, category) pairs as one integer: image index * categories + category index
+    img_index = {img_id: k for k, img_id in enumerate(img_ids.tolist())}
+    cat_index = {cat_id: k for k, cat_id in enumerate(cat_ids.tolist())}
+    gt_by_cat, cat_gt_images, gt_pairs = defaultdict(list), defaultdict(set), set()
     for ann in gt.dataset['annotations']:
         gt_by_cat[ann['category_id']].append(ann)
         cat_gt_images[ann['category_id']].add(ann['image_id'])
-    work = dict(gt=gt, max_dets=max_dets, gt_by_cat=gt_by_cat, dt_by_cat={}, groups=[],
-                costs=[], not_exhaustive={img['id']: set(img['not_exhaustive_category_ids'])
-                                          for img in gt.dataset['images']})
-    for iou_type, dets in detections.items():
-        dt_by_cat = defaultdict(list)
-        cat_images = {cat: set(images) for cat, images in cat_gt_images.items()}
-        for det in dets:
-            cat = det['category_id']
-            if cat in cat_images:  # categories without GT stay undefined (-1)
-                dt_by_cat[cat].append(det)
-                cat_images[cat].add(det['image_id'])
-        work['dt_by_cat'][iou_type] = dt_by_cat
-        for cats, images in _category_chunks(cat_images, max_cells):
-            cats = sorted(cats)
-            work['groups'].append((iou_type, cats, sorted(images)))
-            work['costs'].append(len(images) * len(cats) + sum(
-                len(gt_by_cat[c]) + len(dt_by_cat.get(c, ())) for c in cats))
+        gt_pairs.add(img_index[ann['image_id']] * len(cat_ids) + cat_index[ann['category_id']])
+    not_exhaustive_pairs = [img_index[img['id']] * len(cat_ids) + cat_index[cat]
+                            for img in gt.dataset['images']
+                            for cat in img['not_exhaustive_category_ids'] if cat in cat_index]
+    work = dict(gt=gt, max_dets=max_dets, gt_by_cat=gt_by_cat, columns={}, groups=[], costs=[],
+                gt_pairs=np.asarray(sorted(gt_pairs), np.int64),
+                not_exhaustive_pairs=np.unique(np.asarray(not_exhaustive_pairs, np.int64)))
+    for iou_type, cols in columns.items():
+        cat_of = np.searchsorted(cat_ids, cols['category_id'])
+        with_gt = np.isin(cols['category_id'], list(cat_gt_images))  # the rest stays -1
+        order = np.flatnonzero(with_gt)
+        order = order[np.argsort(cat_of[order], kind='stable')]  # by category, order kept
+        cats, starts = np.unique(cat_of[order], return_index=True)
+        by_category = {int(cat_ids[c]): part for c, part in zip(cats, np.split(order, starts[1:]))}
+        pair = np.searchsorted(img_ids, cols['image_id']) * len(cat_ids) + cat_of
+        work['columns'][iou_type] = dict(cols, by_category=by_category, pair=pair)
+        cat_images = {cat: images | set(np.unique(cols['image_id'][by_category[cat]]).tolist())
+                      if cat in by_category else set(images)
+                      for cat, images in cat_gt_images.items()}
+        for group_cats, images in _category_chunks(cat_images, max_cells):
+            group_cats = sorted(group_cats)
+            work['groups'].append((iou_type, group_cats, sorted(images)))
+            work['costs'].append(len(images) * len(group_cats) + sum(
+                len(gt_by_cat[c]) + len(by_category.get(c, ())) for c in group_cats))
     if processes is None:
-        processes = default_processes(sum(len(dets) for dets in detections.values()))
+        processes = default_processes(sum(len(c['score']) for c in columns.values()))
     results = _run_groups(work, processes)
 
-    cat_ids = sorted(gt.cats)
-    cat_index = {cat: k for k, cat in enumerate(cat_ids)}
-    frequencies = [gt.cats[c]['frequency'] for c in cat_ids]
+    frequencies = [gt.cats[c]['frequency'] for c in cat_ids.tolist()]
     stats = {}
-    for iou_type in detections:
+    for iou_type in columns:
         params = COCOeval_faster(iouType=iou_type, lvis_style=True, print_function=_silent).params
         num_t, num_r, num_a = len(params.iouThrs), len(params.recThrs), len(params.areaRng)
         precision = -np.ones((num_t, num_r, len(cat_ids), num_a))
@@ -279,9 +349,15 @@ def evaluate_lvis(gt: COCO, detections: PathOrDetections, iou_type: str, max_det
         raise ValueError(f'{source}: no detections at all; the lvis-api refuses this too. '
                          'Check that the model was run on the images of the annotation file.')
     require_evaluable_gt(gt, [iou_type])
-    with _cyclic_gc_paused():
-        kept = select_detections(gt, detections, max_dets, iou_type, source)
-        return _evaluate_types(gt, {iou_type: kept}, max_dets, max_cells, processes)[iou_type]
+    with _cyclic_gc_paused():  # its working set is freed before the collector runs again
+        return _evaluate_selected(gt, detections, source, iou_type, max_dets, max_cells,
+                                  processes)
+
+
+def _evaluate_selected(gt, detections, source, iou_type, max_dets, max_cells, processes):
+    columns = _selected_columns(select_detections(gt, detections, max_dets, iou_type, source),
+                                iou_type)
+    return _evaluate_types(gt, {iou_type: columns}, max_dets, max_cells, processes)[iou_type]
 
 
 def _summarize(precision, recall, params, frequencies, max_dets) -> Dict[str, float]:
@@ -340,13 +416,16 @@ def check_prediction(pred: dict, img: dict, num_classes: int, source: str) -> No
             check_mask_size(mask['size'], img, where)
 
 
-def _prediction_dicts(preds: Sequence[dict], cat_ids: Sequence[int], iou_type: str,
-                      max_dets: int, allowed: Optional[Dict[int, set]]) -> List[dict]:
-    """``predictions_to_lvis``; the evaluated ones (``max_dets`` >= 0 and ``allowed``) without
-    area 0 and carrying their lvis-api 'area' (box w*h), ready for ``_evaluate_types``."""
+def _prediction_columns(preds: Sequence[dict], cat_ids: Sequence[int], iou_type: str,
+                        max_dets: int, allowed: Optional[Dict[int, set]]) -> dict:
+    """``_columns`` of per-image predictions, field for field what mmdet's
+    ``CocoMetric.results2json`` writes (xywh boxes, mask score falling back to the box score).
+    The evaluated ones (``max_dets`` >= 0 and ``allowed``): each image's ``max_dets`` best (as
+    ``LVISResults``), in a category present or negative there, area (box w*h) > 0."""
     evaluated = allowed is not None and max_dets >= 0
-    out = []
     cat_ids = np.asarray(cat_ids)
+    parts = defaultdict(list)
+    masks = [] if iou_type == 'segm' else None
     for pred in preds:
         labels = pred['labels']
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(cat_ids)):
@@ -372,15 +451,17 @@ def _prediction_dicts(preds: Sequence[dict], cat_ids: Sequence[int], iou_type: s
         if evaluated:  # the lvis-api leaves out area 0 (a box clamped flat at the border)
             positive = areas > 0
             keep, boxes, areas = keep[positive], boxes[positive], areas[positive]
-        for i, box, score, cat, area in zip(keep.tolist(), boxes.tolist(), scores[keep].tolist(),
-                                            cats[keep].tolist(), areas.tolist()):
-            det = dict(image_id=pred['img_id'], bbox=box, score=score, category_id=cat)
-            if iou_type == 'segm':
-                det['segmentation'] = pred['masks'][i]
-            if evaluated:
-                det['area'] = area
-            out.append(det)
-    return out
+        parts['image_id'].append(np.full(len(keep), pred['img_id'], np.int64))
+        parts['category_id'].append(cats[keep])
+        parts['score'].append(scores[keep])
+        parts['area'].append(areas)
+        parts['bbox'].append(boxes)
+        if masks is not None:
+            image_masks = pred['masks']
+            masks.extend(image_masks[i] for i in keep.tolist())
+    return _columns(*(np.concatenate(parts[key]) if parts[key] else np.zeros(0)
+                      for key in ('image_id', 'category_id', 'score', 'area', 'bbox')),
+                    segmentation=masks)
 
 
 def predictions_to_lvis(preds: Sequence[dict], cat_ids: Sequence[int], iou_type: str,
@@ -390,13 +471,17 @@ def predictions_to_lvis(preds: Sequence[dict], cat_ids: Sequence[int], iou_type:
 
     Field for field what mmdet's ``CocoMetric.results2json`` writes (xywh boxes, mask score
     falling back to the box score), kept in memory instead of a json round trip. With
-    ``max_dets`` >= 0 and ``allowed`` (see ``annotated_categories``) it builds only what LVIS
-    evaluation looks at (as ``evaluated_detections``), before any dict exists: on LVIS val
-    that is a small fraction of the 300 detections per image.
+    ``max_dets`` >= 0 and ``allowed`` (see ``annotated_categories``) only what LVIS evaluation
+    looks at (as ``evaluated_detections``).
     """
-    dets = _prediction_dicts(preds, cat_ids, iou_type, max_dets, allowed)
-    for det in dets:
-        det.pop('area', None)
+    cols = _prediction_columns(preds, cat_ids, iou_type, max_dets, allowed)
+    dets = [dict(image_id=img_id, bbox=box, score=score, category_id=cat)
+            for img_id, box, score, cat in zip(cols['image_id'].tolist(), cols['bbox'].tolist(),
+                                              cols['score'].tolist(),
+                                              cols['category_id'].tolist())]
+    if iou_type == 'segm':
+        for det, mask in zip(dets, cols['segmentation']):
+            det['segmentation'] = mask
     return dets
 
 
@@ -538,10 +623,10 @@ class FastLVISMetric(BaseMetric):
         if self.format_only:
             logger.info(f'detections saved under {self.outfile_prefix}.*.json')
             return eval_results
-        dets = {name: _prediction_dicts(results, self.cat_ids, name, self.max_dets,
-                                        self._allowed)
-                for name in self.metrics}
-        stats = _evaluate_types(self._gt, dets, self.max_dets, MAX_CELLS, self.processes)
+        columns = {name: _prediction_columns(results, self.cat_ids, name, self.max_dets,
+                                             self._allowed)
+                   for name in self.metrics}
+        stats = _evaluate_types(self._gt, columns, self.max_dets, MAX_CELLS, self.processes)
         for name in self.metrics:
             logger.info(f'LVIS {name} (faster-coco-eval, {self.ann_file}): ' + ' '.join(
                 f'{key}={stats[name][key]:.4f}' for key in AP_KEYS))

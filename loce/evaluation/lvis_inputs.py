@@ -206,8 +206,8 @@ def cap_detections_per_image(detections: Sequence[dict], max_dets: int = 300) ->
 
 
 def select_detections(gt: COCO, detections: Sequence[dict], max_dets: int, iou_type: str,
-                      source: str = 'evaluate_lvis') -> List[dict]:
-    """The detections LVIS evaluation scores: copies carrying the area the lvis-api gives each.
+                      source: str = 'evaluate_lvis') -> List[Tuple[dict, float]]:
+    """The detections LVIS evaluation scores, each with the area the lvis-api gives it.
 
     Per image the ``max_dets`` best (as ``LVISResults``), then only those with area > 0 and a
     category present or negative in that image (the evaluator drops the rest; dropping early
@@ -249,7 +249,7 @@ def select_detections(gt: COCO, detections: Sequence[dict], max_dets: int, iou_t
             else:
                 area = float(mask_utils.area(det['segmentation']))
             if 0 < area < math.inf:
-                kept.append(dict(det, area=area))
+                kept.append((det, area))
     return kept
 
 
@@ -286,7 +286,4 @@ def check_mask_size(size, img: dict, where: str) -> None:
 def evaluated_detections(gt: COCO, detections: Sequence[dict], max_dets: int = 300,
                          iou_type: str = 'bbox') -> List[dict]:
     """The detections LVIS evaluation looks at (see ``select_detections``), shallow copies."""
-    kept = select_detections(gt, detections, max_dets, iou_type)
-    for det in kept:
-        del det['area']
-    return kept
+    return [dict(d) for d, _ in select_detections(gt, detections, max_dets, iou_type)]

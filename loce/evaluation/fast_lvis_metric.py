@@ -96,7 +96,9 @@ def _category_chunks(cat_images: Dict[int, set], max_cells: int) -> List[tuple]:
 @contextlib.contextmanager
 def _cyclic_gc_paused():
     """Evaluation allocates millions of small acyclic objects, and every burst of them makes
-    the cyclic collector rescan the whole heap (a third of the box evaluation time, measured)."""
+    the cyclic collector rescan the whole heap (a third of the box evaluation time, measured).
+    Keep the working set inside the paused block (in a function called there), so that it is
+    gone when the collector resumes: its first pass would scan all of it (1.5 s, measured)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -278,8 +280,35 @@ def _evaluate_types(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells
                     processes: Optional[int]) -> Dict[str, Dict[str, float]]:
     """Stats per iou type of detections already selected (see ``select_detections``), given
     as ``_columns`` with the area the lvis-api gives each."""
+    work = _plan(gt, columns, max_dets, max_cells)
+    if processes is None:
+        processes = default_processes(sum(len(c['score']) for c in columns.values()))
+    results = _run_groups(work, processes)
+
+    cat_ids = sorted(gt.cats)
+    cat_index = {cat_id: k for k, cat_id in enumerate(cat_ids)}
+    frequencies = [gt.cats[c]['frequency'] for c in cat_ids]
+    stats = {}
+    for iou_type in columns:
+        params = COCOeval_faster(iouType=iou_type, lvis_style=True, print_function=_silent).params
+        num_t, num_r, num_a = len(params.iouThrs), len(params.recThrs), len(params.areaRng)
+        precision = -np.ones((num_t, num_r, len(cat_ids), num_a))  # -1: no GT, undefined
+        recall = -np.ones((num_t, len(cat_ids), num_a))
+        for (kind, cats, _), (group_precision, group_recall) in zip(work['groups'], results):
+            if kind == iou_type:
+                index = [cat_index[c] for c in cats]
+                precision[:, :, index] = group_precision
+                recall[:, index] = group_recall
+        stats[iou_type] = _summarize(precision, recall, params, frequencies, max_dets)
+    return stats
+
+
+def _plan(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells: int) -> dict:
+    """The groups of categories to evaluate, with their costs and what their processes need:
+    GT per category, per type the columns and each category's rows in them (categories
+    without GT stay undefined), and (image, category) pairs as one integer, image index *
+    categories + category index, for the pairs with GT and the not exhaustive ones."""
     img_ids, cat_ids = np.asarray(sorted(gt.imgs), np.int64), np.asarray(sorted(gt.cats))
-    # (image, category) pairs as one integer: image index * categories + category index
     img_index = {img_id: k for k, img_id in enumerate(img_ids.tolist())}
     cat_index = {cat_id: k for k, cat_id in enumerate(cat_ids.tolist())}
     gt_by_cat, cat_gt_images, gt_pairs = defaultdict(list), defaultdict(set), set()
@@ -295,11 +324,10 @@ def _evaluate_types(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells
                 not_exhaustive_pairs=np.unique(np.asarray(not_exhaustive_pairs, np.int64)))
     for iou_type, cols in columns.items():
         cat_of = np.searchsorted(cat_ids, cols['category_id'])
-        with_gt = np.isin(cols['category_id'], list(cat_gt_images))  # the rest stays -1
-        order = np.flatnonzero(with_gt)
-        order = order[np.argsort(cat_of[order], kind='stable')]  # by category, order kept
-        cats, starts = np.unique(cat_of[order], return_index=True)
-        by_category = {int(cat_ids[c]): part for c, part in zip(cats, np.split(order, starts[1:]))}
+        rows = np.flatnonzero(np.isin(cols['category_id'], list(cat_gt_images)))
+        rows = rows[np.argsort(cat_of[rows], kind='stable')]  # by category, order kept
+        cats, starts = np.unique(cat_of[rows], return_index=True)
+        by_category = {int(cat_ids[c]): part for c, part in zip(cats, np.split(rows, starts[1:]))}
         pair = np.searchsorted(img_ids, cols['image_id']) * len(cat_ids) + cat_of
         work['columns'][iou_type] = dict(cols, by_category=by_category, pair=pair)
         cat_images = {cat: images | set(np.unique(cols['image_id'][by_category[cat]]).tolist())
@@ -310,24 +338,7 @@ def _evaluate_types(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells
             work['groups'].append((iou_type, group_cats, sorted(images)))
             work['costs'].append(len(images) * len(group_cats) + sum(
                 len(gt_by_cat[c]) + len(by_category.get(c, ())) for c in group_cats))
-    if processes is None:
-        processes = default_processes(sum(len(c['score']) for c in columns.values()))
-    results = _run_groups(work, processes)
-
-    frequencies = [gt.cats[c]['frequency'] for c in cat_ids.tolist()]
-    stats = {}
-    for iou_type in columns:
-        params = COCOeval_faster(iouType=iou_type, lvis_style=True, print_function=_silent).params
-        num_t, num_r, num_a = len(params.iouThrs), len(params.recThrs), len(params.areaRng)
-        precision = -np.ones((num_t, num_r, len(cat_ids), num_a))
-        recall = -np.ones((num_t, len(cat_ids), num_a))
-        for (kind, cats, _), (group_precision, group_recall) in zip(work['groups'], results):
-            if kind == iou_type:
-                index = [cat_index[c] for c in cats]
-                precision[:, :, index] = group_precision
-                recall[:, index] = group_recall
-        stats[iou_type] = _summarize(precision, recall, params, frequencies, max_dets)
-    return stats
+    return work
 
 
 def evaluate_lvis(gt: COCO, detections: PathOrDetections, iou_type: str, max_dets: int = 300,

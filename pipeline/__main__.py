@@ -178,12 +178,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+SERVED = ('train', 'evaluate', 'analyse')  # the stages a fork server may run (pipeline/forkserver.py)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
     if getattr(args, 'scale', None):
         from . import determinism
-        determinism.apply(mx.scale(mx.load(), args.scale), threads=args.threads,
-                          scale_name=args.scale)
+        spec = mx.scale(mx.load(), args.scale)
+        if args.stage in SERVED and 'torch' not in sys.modules:
+            from .forkserver import call
+            code = call(argv, determinism.pinned_env(spec, args.threads, args.scale))
+            if code is not None:
+                return code
+        determinism.apply(spec, threads=args.threads, scale_name=args.scale)
     os.chdir(mx.ROOT)
     return args.func(args) or 0
 

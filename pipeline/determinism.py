@@ -61,10 +61,9 @@ def pin_blocker() -> str | None:
     return None
 
 
-def apply(scale: dict, threads: int | None = None, scale_name: str = '') -> None:
-    """Pin the kernel path and thread count of a CPU scale (gpus: 0) for this process and its
-    children; on a GPU scale only set `threads`, if given. Must run before torch is imported:
-    torch reads these once, when it starts (its thread pool follows OMP_NUM_THREADS)."""
+def pinned_env(scale: dict, threads: int | None = None, scale_name: str = '') -> dict:
+    """The environment a stage of this scale runs with: the thread count (a CPU scale's own; on
+    a GPU scale `threads` if given) and, on a CPU scale where it can hold, the AVX2 pin."""
     if scale['gpus'] == 0:
         if threads not in (None, scale['threads']):
             raise SystemExit(f'--threads {threads}: the {scale_name} scale pins {scale["threads"]} '
@@ -73,6 +72,13 @@ def apply(scale: dict, threads: int | None = None, scale_name: str = '') -> None
     env = {key: str(threads) for key in THREAD_ENV if threads}
     if scale['gpus'] == 0 and pin_blocker() is None:
         env.update(PIN_ENV)
+    return env
+
+
+def apply(scale: dict, threads: int | None = None, scale_name: str = '') -> None:
+    """Set pinned_env for this process and its children. Must run before torch is imported:
+    torch reads these once, when it starts (its thread pool follows OMP_NUM_THREADS)."""
+    env = pinned_env(scale, threads, scale_name)
     if 'torch' in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
         raise RuntimeError('determinism.apply must run before torch is imported: the CPU kernel '
                            'path and thread pool are fixed when torch starts')

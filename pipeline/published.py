@@ -63,7 +63,8 @@ def differences(scale: str, fresh_root: Path | None = None,
                     missing.append((kind, run, seed, 'this checkout' if ours is None else 'published'))
                     continue
                 ours_sha = ours.get('provenance', {}).get('config_sha256')
-                if ours_sha != theirs.get('provenance', {}).get('config_sha256'):
+                if ours_sha != theirs.get('provenance', {}).get('config_sha256') \
+                        and (run, seed) not in configs:
                     configs.append((run, seed))
                 if kind == 'metrics':
                     exact &= _pinned(ours) and _pinned(theirs)

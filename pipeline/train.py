@@ -118,6 +118,9 @@ def train(scale: str, run: str, seed: int, *, launcher: str = 'none',
         atomic.write_json(work / IDENTITY, identity)
 
     cfg.launcher = launcher
+    # The evaluate stage evaluates the final weights; validating inside training too would
+    # only repeat it (an hour per run on LVIS).
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     distributed.prepare(cfg, launcher)
     cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='RNGStateHook'),
                         dict(type='DataCheckHook'), dict(type='FiniteLossHook', run=run, seed=seed),

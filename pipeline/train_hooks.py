@@ -9,11 +9,10 @@
 - FiniteLossHook: a NaN or infinite loss term stops training at once, naming run, seed,
   iteration and term; the checkpoints written before it stay, no final weights are published.
 - StopOnSigtermHook: SIGTERM (a scheduler's time limit, scancel) stops at the next iteration
-  boundary rather than mid-checkpoint; the rerun resumes from the last epoch checkpoint.
+  boundary rather than mid-checkpoint; the rerun resumes from the last checkpoint.
 - IndicatorTraceHook: LOCE's indicator (the mean score) through fine-tuning, for the trajectory
   figure: where it starts (after the warm-up), how it moves, where it ends.
 """
-import json
 import math
 import os
 import random
@@ -164,7 +163,7 @@ class StopOnSigtermHook(Hook):
     def _stop_if_asked(self, runner) -> None:
         if self._asked:
             runner.logger.info(f'SIGTERM: stopping at iteration {runner.iter}; a rerun resumes '
-                               'from the last epoch checkpoint')
+                               'from the last checkpoint')
             raise SystemExit(SIGTERM_EXIT)
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:

@@ -147,8 +147,9 @@ def test_csv_status_and_one_row_per_table_row_and_metric(done):
     rows = read_csv(done['out'] / 'tables' / 'table5.csv')
     assert len(rows) == len(PAPER['tables']['table5']['rows']) * len(METRICS)
     status = {r['row']: r['status'] for r in rows}
-    assert status['r50_v05/bags'] == status['r101_v1/seesaw'] == 'paper-only'
-    assert status['r50_v1'] == 'ok'
+    assert status['r50_v05/forest_rcnn'] == 'paper-only'  # the one citation left
+    assert status['r50_v05/bags'] == status['r101_v1/seesaw'] == status['r50_v1'] == 'ok'
+    assert status['r50_v1/ecm'] == 'ok'  # a row beyond the paper
     t1 = {r['row']: r for r in read_csv(done['out'] / 'tables' / 'table1.csv')}
     assert t1['mfs']['status'] == 'partial' and t1['mfs']['n_expected'] == '2'
     assert {r['status'] for r in read_csv(done['out'] / 'tables' / 'table4.csv')
@@ -192,16 +193,19 @@ def test_missing_and_paper_only_rows_in_md(done):
     [k8m8] = [r for r in md_lines(done, 'table4', 'reproduced') if MISSING_RUN in r[2]]
     assert k8m8[-5:] == ['missing'] * 5
     t5 = md_lines(done, 'table5', 'reproduced')
-    cited = [k for k in PAPER['tables']['table5']['rows'] if '/' in k]  # baselines, paper-only
-    assert sum(r[-5:] == ['—'] * 5 for r in t5) == len(cited) == 15
-    methods = [r[0] for r in md_lines(done, 'table5', 'paper')]
+    assert sum(r[-5:] == ['—'] * 5 for r in t5) == 1  # Forest R-CNN, cited only
+    paper_lines = md_lines(done, 'table5', 'paper')
+    methods = [r[0] for r in paper_lines]
     assert 'Seesaw Loss [24] *†' in methods and methods.count('LOCE (ours)') == 3
+    [ecm] = [r for r in paper_lines if r[0] == 'ECM Loss (ECCV 2022)']
+    assert ecm[-5:] == ['—'] * 5  # beyond the paper: no paper numbers
 
 
 def test_every_output_file_exists_and_no_temp_file_is_left(done):
     out = done['out']
     expected = {f'tables/{t}.{ext}' for t in TABLES for ext in ('md', 'csv', 'tex')}
-    expected |= {'figures/figure4.png', 'figures/figure4.svg', 'figures/figure4.csv', 'REPORT.md'}
+    expected |= {f'figures/{f}.{ext}' for f in ('figure4', 'indicator_trajectory')
+                 for ext in ('png', 'svg', 'csv')} | {'REPORT.md'}
     made = {str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()
             and p.parts[len(out.parts)] in ('tables', 'figures', 'REPORT.md')}
     assert made == expected
@@ -386,13 +390,22 @@ def test_a_result_made_under_another_config_is_stale_not_a_number(tmp_path):
     matrix = smoke_matrix()
     write(tmp_path, 'metrics', 'loce_r50_v1', 0, metrics_json('loce_r50_v1', 0))  # config '0' * 64
     results = ag.collect('smoke', tmp_path / 'smoke', matrix, PAPER,
-                         current_sha=lambda run, seed: '1' * 64)
+                         current=lambda run, seed: dict(config_sha256='1' * 64))
     assert results['metrics']['loce_r50_v1'] == {}
     [entry] = [m for m in results['missing']
                if (m['kind'], m['run'], m['seed']) == ('metrics', 'loce_r50_v1', 0)]
     assert entry['stale'] == 'stale: made under config 000000000000, now 111111111111'
-    same = ag.collect('smoke', tmp_path / 'smoke', matrix, PAPER, current_sha=lambda run, seed: '0' * 64)
+    same = ag.collect('smoke', tmp_path / 'smoke', matrix, PAPER,
+                      current=lambda run, seed: dict(config_sha256='0' * 64))
     assert set(same['metrics']['loce_r50_v1']) == {0}
+    made = metrics_json('loce_r50_v1', 0)
+    made['provenance']['identity'] = dict(config_sha256='0' * 64, code_sha256='a' * 64)
+    write(tmp_path, 'metrics', 'loce_r50_v1', 0, made)
+    code = ag.collect('smoke', tmp_path / 'smoke', matrix, PAPER,
+                      current=lambda run, seed: dict(config_sha256='0' * 64, code_sha256='b' * 64))
+    assert code['metrics']['loce_r50_v1'] == {}
+    assert any(m['stale'] == 'stale: made under training code aaaaaaaaaaaa, now bbbbbbbbbbbb'
+               for m in code['missing'])
 
 
 def test_outputs_list_is_what_aggregate_writes(done):

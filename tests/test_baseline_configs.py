@@ -256,39 +256,22 @@ def test_decoupled_rows_train_only_the_classifier_over_a_stage1_model(stem):
     assert trainable == {'roi_head.bbox_head.fc_cls.weight', 'roi_head.bbox_head.fc_cls.bias'}
 
 
-def _relocate(cfg, root):
-    """The smoke configs read data/smoke/<dataset>/; point them at a synthesized copy."""
-    def walk(node):
-        if isinstance(node, dict):
-            for key, value in node.items():
-                node[key] = walk(value)
-        elif isinstance(node, list):
-            return [walk(v) for v in node]
-        elif isinstance(node, str) and node.startswith('data/smoke/'):
-            return str(root) + '/' + node[len('data/smoke/'):]
-        return node
-    for key in list(cfg.keys()):
-        cfg[key] = walk(cfg[key])
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('stem', ['bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5',
                                   'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1'])
 def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp_path,
-                                                                      monkeypatch):
+                                                                      monkeypatch, tiny_lvis):
     from mmengine.runner import Runner
 
     from pipeline.data.subset import subset
-    from pipeline.data.synthetic import smoke_settings, synthesize
+    from pipeline.runconfig import relocate_data
 
-    data = tmp_path / 'data'
-    synthesize(data, seed=0, **smoke_settings())
-    for version in ('lvis_v1', 'lvis_v0.5'):
-        annotations = data / version / 'annotations'
-        subset(annotations / f'{version}_train.json',
-               annotations / f'{version}_train_finetune.json', num_images=150, seed=0)
+    version = 'lvis_v0.5' if 'v0.5' in stem else 'lvis_v1'
+    annotations = tiny_lvis / version / 'annotations'
+    subset(annotations / f'{version}_train.json',
+           annotations / f'{version}_train_finetune.json', num_images=150, seed=0)
     cfg = _twin(stem)
-    _relocate(cfg, data)
+    relocate_data(cfg, tiny_lvis / version)
     cfg.work_dir = str(tmp_path / 'work')
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=3, val_begin=4)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=3)

@@ -17,8 +17,8 @@ def _summary(metrics, criteria=None, rare_scores=(0.05, 0.08)):
     classes = [dict(frequency='r', mean_score=s, val_instances=31 + i)
                for i, s in enumerate(rare_scores)] + [dict(frequency='f', mean_score=0.9,
                                                            val_instances=99)]
-    matrix = dict(figure4=dict(a=dict(run='stage1'), c=dict(run='loce')),
-                  scales=dict(proxy=dict(criteria=criteria) if criteria else dict()))
+    matrix = dict(figure4=dict(a=dict(run='stage1'), c=dict(run='loce')), pretrain={},
+                  finetune={}, scales=dict(proxy=dict(criteria=criteria) if criteria else dict()))
     analysis = dict(stage1={0: dict(classes=classes)},
                     loce={s: dict(classes=[dict(c, mean_score=c['mean_score'] + 0.3 + 0.05 * s)
                                            for c in classes]) for s in range(3)})

@@ -6,8 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from loce.models.indicator import (ClassPrior, MeanScore, blend_per_class, build_indicator,
-                                    group_means)
+from loce.models.indicator import ClassPrior, MeanScore, build_indicator, group_means
 
 
 def test_update_rule_on_a_hand_made_batch():

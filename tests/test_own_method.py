@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import matrix as mx
+from checkout import copy_checkout
 
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}')
@@ -70,13 +70,7 @@ ENTRY = '''
 
 
 def test_a_method_of_yours_becomes_a_table5_row(tmp_path):
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=mx.ROOT,
-                           capture_output=True, text=True, check=True).stdout.split('\0')
-    repo = tmp_path / 'repo'
-    for name in filter(None, files):
-        if (mx.ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            (repo / name).write_bytes((mx.ROOT / name).read_bytes())
+    repo = copy_checkout(tmp_path / 'repo')
     (repo / 'toy_method.py').write_text(textwrap.dedent(LOSS))
     (repo / 'configs' / 'toy_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1.py').write_text(CONFIG)
     (repo / 'configs' / 'smoke' / 'toy_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1-tiny.py').write_text(TWIN)

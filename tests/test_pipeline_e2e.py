@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from checkout import copy_checkout
 from pipeline import determinism
 from pipeline import matrix as mx
 
@@ -21,19 +22,6 @@ BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}', PYTHONUNBUFFERED='1')
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, '-m', 'pipeline']
-
-
-def _copy_checkout(dest: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files: what a fresh clone of this work would hold
-    (results/ included: it is the published copy the run is compared with)."""
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=mx.ROOT,
-                           capture_output=True, text=True, check=True).stdout.split('\0')
-    for name in filter(None, files):
-        src = mx.ROOT / name
-        if src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def _run(args, cwd, **kw):
@@ -53,7 +41,7 @@ def _same_weights(a, b):
 
 @pytest.fixture(scope='module')
 def checkout(tmp_path_factory):
-    return _copy_checkout(tmp_path_factory.mktemp('checkout'))
+    return copy_checkout(tmp_path_factory.mktemp('checkout'))
 
 
 def test_smoke_dag_reproduces_the_published_results_then_reruns_nothing(checkout):

@@ -5,13 +5,13 @@ In a copy of the checkout every output is made to exist and be up to date withou
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from checkout import copy_checkout
 from pipeline import matrix as mx
 
 BIN = Path(sys.executable).parent
@@ -21,16 +21,6 @@ RUNS = mx.runs(MATRIX)
 OPTION_RUN = 'loce_alpha0.8_r50_v1'
 
 
-def _copy_checkout(dest: Path) -> Path:
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=mx.ROOT,
-                           capture_output=True, text=True, check=True).stdout.split('\0')
-    for name in filter(None, files):
-        if (mx.ROOT / name).is_file() and not name.startswith('results/'):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(mx.ROOT / name, dest / name)
-    return dest
-
-
 def _run(args, cwd):
     done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -38,13 +28,14 @@ def _run(args, cwd):
 
 
 def planned(repo: Path) -> set[tuple[str, str]]:
-    """(rule, run) of every job `snakemake -n` plans; run '' for jobs without one."""
+    """(rule, run) of every job `snakemake -n` plans; run '' for jobs without one (the target
+    rule `all`, which comes with any job, is left out)."""
     out = _run(['snakemake', '-n', '--config', 'scale=smoke'], repo)
     jobs, rule = set(), None
     for line in out.splitlines():
         if m := re.match(r'^(?:local)?rule (\w+):', line):
             rule = m.group(1)
-            if rule in ('data', 'aggregate', 'all'):
+            if rule in ('data', 'aggregate'):
                 jobs.add((rule, ''))
         elif rule and (m := re.search(r'run=([^,\s]+)', line)):
             jobs.add((rule, m.group(1)))
@@ -60,7 +51,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 @pytest.fixture(scope='module')
 def snake_repo(tmp_path_factory):
     """A copy in which every smoke output exists and is up to date, none of them trained."""
-    repo = _copy_checkout(tmp_path_factory.mktemp('snake'))
+    repo = copy_checkout(tmp_path_factory.mktemp('snake'))
     out = _run(['snakemake', '-n', '-F', '--config', 'scale=smoke'], repo)
     for path in re.findall(r'^\s+output: (.+)$', out, flags=re.M):
         for name in path.split(', '):
@@ -114,7 +105,7 @@ def test_snakemake_training_code_edit_reruns_every_training(snake_repo):
 @pytest.fixture(scope='module')
 def dvc_repo(tmp_path_factory):
     """A git copy whose DVC stages are all committed as up to date, none of them run."""
-    repo = _copy_checkout(tmp_path_factory.mktemp('dvc'))
+    repo = copy_checkout(tmp_path_factory.mktemp('dvc'))
     (repo / 'dvc.lock').unlink(missing_ok=True)
     for args in (['git', 'init', '-q'], ['git', 'add', '-A'],
                  ['git', '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'copy']):

@@ -1,14 +1,13 @@
 """A run is its resolved config: relocated data, checked overrides, a hash that does not depend
 on where the checkout is, and a file rewritten exactly when that hash changes."""
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
+from checkout import copy_checkout
 from pipeline import matrix as mx
 from pipeline import runconfig
 from pipeline.runconfig import merge_checked, relocate_data
@@ -112,20 +111,10 @@ def test_a_matrix_option_typo_names_the_matrix_and_the_run(monkeypatch):
         runconfig.resolve(matrix, 'smoke', 'loce_alpha0.8_r50_v1', 0)
 
 
-def _clone(dest: Path) -> Path:
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=mx.ROOT,
-                           capture_output=True, text=True, check=True).stdout.split('\0')
-    for name in filter(None, files):
-        if (mx.ROOT / name).is_file() and not name.startswith('results/'):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(mx.ROOT / name, dest / name)
-    return dest
-
-
 def test_two_checkouts_in_different_folders_give_the_same_hashes(tmp_path):
     hashes = []
     for name in ('a', 'deeper/b'):
-        clone = _clone(tmp_path / name)
+        clone = copy_checkout(tmp_path / name, results=False)
         out = subprocess.run([sys.executable, '-m', 'pipeline', 'resolve', '--scale', 'smoke',
                               '--run', 'loce_r50_v1'], cwd=clone, capture_output=True, text=True,
                              check=True).stdout

@@ -22,7 +22,7 @@ import slurm_cluster
 from pipeline import determinism, runconfig
 from pipeline import matrix as mx
 from slurm_cluster import one_node_cluster, running_daemons
-from test_pipeline_e2e import _copy_checkout
+from checkout import copy_checkout
 
 PLUGIN = 'snakemake-executor-plugin-slurm==2.8.0'
 
@@ -275,7 +275,7 @@ def test_smoke_dag_on_slurm_resumes_a_cancelled_training_and_gives_the_published
     (scancel: SIGTERM) after its mid-run checkpoint; the profile's retries resubmit it, it resumes
     from that checkpoint, and every metric equals the published, uninterrupted run's."""
     pytest.importorskip('snakemake_executor_plugin_slurm', reason=f'pip install {PLUGIN}')
-    checkout = _copy_checkout(tmp_path / 'checkout')
+    checkout = copy_checkout(tmp_path / 'checkout')
     bin_dir = Path(sys.executable).parent  # the environment's python runs every stage in the jobs
     env = dict(cluster.env, PATH=f'{bin_dir}{os.pathsep}{cluster.env["PATH"]}',
                PYTHONUNBUFFERED='1')

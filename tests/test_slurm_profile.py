@@ -98,3 +98,14 @@ def test_default_profile_runs_smoke_training_as_one_cpu_process_of_the_pinned_th
         assert shell == (f'python -m pipeline train --scale smoke '
                          f'--run {wildcards["run"]} --seed {wildcards["seed"]} '
                          f'> work/smoke/logs/{wildcards["run"]}/seed{wildcards["seed"]}/train.log 2>&1')
+
+
+def test_cpu_slurm_profile_sends_smoke_jobs_to_the_cpu_partition_with_the_pinned_threads():
+    pytest.importorskip('snakemake_executor_plugin_slurm', reason=f'pip install {PLUGIN}')
+    jobs = _jobs(_dry_run('--executor', 'slurm', '--workflow-profile', 'profiles/slurm-cpu',
+                          '--cores', '8', '--config', 'scale=smoke'))
+    threads = mx.scale(mx.load(), 'smoke')['threads']
+    for rule, _, job_threads, resources, _ in jobs:
+        if rule in ('train', 'evaluate', 'analyse'):
+            assert resources['slurm_partition'] == 'cpu' and resources.get('gpu', '0') == '0'
+            assert int(resources['mem_mb']) <= 4000 and job_threads == threads, (rule, resources)

@@ -11,7 +11,10 @@ test_dataloader = val_dataloader
 val_evaluator = _base_.tiny_evaluator_v1
 test_evaluator = val_evaluator
 
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=188, val_interval=1000)
+# no validation inside training: an iteration-based loop validates after its last iteration
+# unless val_begin lies beyond it
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=188, val_begin=10 ** 6,
+                 val_interval=10 ** 6)
 param_scheduler = [
     _base_.tiny_pretrain_schedule[0],
     dict(_base_.tiny_pretrain_schedule[1], end=188, milestones=[125, 175]),

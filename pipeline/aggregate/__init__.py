@@ -4,7 +4,8 @@ Reads <results>/metrics/ and analysis/ (one record per run and seed, pipeline/re
 sets every reproduced number beside the paper's (pipeline/paper.yaml). It works on whatever is
 there: a run with no results yet shows as missing in its table and in REPORT.md, so a
 half-finished pipeline still gives a truthful report. A result made under another config than
-the run's resolved config now is stale and counts as missing, never as a number. A result file
+the run's resolved config now, or under other training code, is stale and counts as missing,
+never as a number. A result file
 that exists but cannot be read stops everything, naming the file: a silently skipped seed would
 bias a mean.
 
@@ -46,18 +47,32 @@ def load_yaml(path: Path | str) -> dict:
     return data
 
 
-def resolved_sha256(scale: str):
-    """(run, seed) -> the hash of the run's resolved config as written now (None if absent)."""
-    return lambda run, seed: written_sha256(mx.resolved_config(scale, run, seed))
+def current_identity(scale: str):
+    """(run, seed) -> what a result of it must have been made under now: the hash of the run's
+    resolved config as written, and of the training code (None where unknown)."""
+    from ..provenance import code_sha256
+    code = code_sha256('train')
+    return lambda run, seed: dict(config_sha256=written_sha256(mx.resolved_config(scale, run, seed)),
+                                  code_sha256=code)
 
 
-def collect(scale: str, results_dir: Path, matrix: dict, paper: dict, current_sha=None) -> dict:
+def _stale(record: dict, now: dict) -> str | None:
+    """Why a result no longer stands for its run (another config, or training code), or None."""
+    made = dict(record['provenance'].get('identity') or {},
+                config_sha256=record['provenance'].get('config_sha256'))
+    for key, what in (('config_sha256', 'config'), ('code_sha256', 'training code')):
+        if now.get(key) is not None and made.get(key) is not None and made[key] != now[key]:
+            return f'stale: made under {what} {made[key][:12]}, now {now[key][:12]}'
+    return None
+
+
+def collect(scale: str, results_dir: Path, matrix: dict, paper: dict, current=None) -> dict:
     """Every run's results per seed, plus the expected files that are not there (or are stale).
 
     Metrics are expected for runs that fill a table cell, analyses for Figure 4's runs; other
     runs' metrics (e.g. evaluated pretrain models) are read when present, for the report.
-    `current_sha(run, seed)` gives the run's config hash now; a result made under another one
-    is stale.
+    `current(run, seed)` gives what the run is made under now (current_identity); a result
+    made under another config or training code is stale.
     """
     seeds = mx.seeds(matrix, scale)
     run_seeds = {run: mx.run_seeds(matrix, scale, run) for run in mx.runs_at(matrix, scale)}
@@ -76,10 +91,9 @@ def collect(scale: str, results_dir: Path, matrix: dict, paper: dict, current_sh
                 if path.is_file():
                     record = (records.load_metrics(path, run, seed, paper) if kind == 'metrics'
                               else records.load_analysis(path, run, seed))
-                    now = current_sha(run, seed) if current_sha else None
-                    made = record['provenance'].get('config_sha256')
-                    if now is not None and made != now:
-                        record, stale = None, f'stale: made under config {str(made)[:12]}, now {now[:12]}'
+                    stale = _stale(record, current(run, seed)) if current else None
+                    if stale:
+                        record = None
                 if record is not None:
                     found[kind][run][seed] = record
                 elif needed[kind] or stale:
@@ -93,7 +107,7 @@ def collect_missing(scale: str, results_dir: Path) -> list[str]:
     """The expected result files absent or stale under `results_dir`, as readable strings."""
     matrix = mx.load()
     paper = tables.with_added_rows(matrix, load_yaml(PAPER_FILE))
-    results = collect(scale, results_dir, matrix, paper, resolved_sha256(scale))
+    results = collect(scale, results_dir, matrix, paper, current_identity(scale))
     return [f'{mx.rel(m["path"])}' + (f' ({m["stale"]})' if m['stale'] else '')
             for m in results['missing']]
 
@@ -121,7 +135,7 @@ def aggregate(scale: str, *, results_dir: Path | str | None = None, matrix: dict
                          f'{", ".join(matrix["scales"])}')
     results_dir = Path(results_dir) if results_dir else mx.results_dir(scale)
     results = collect(scale, results_dir, matrix, paper,
-                      resolved_sha256(scale) if check_configs else None)
+                      current_identity(scale) if check_configs else None)
     summary = dict(scale=scale, matrix=matrix, paper=paper, results=results,
                    results_dir=results_dir,
                    ignored=ignored_files(results_dir, scale, matrix))

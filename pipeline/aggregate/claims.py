@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .. import matrix as mx
+
 # Two-sided 95 % quantiles of Student's t by degrees of freedom (n - 1).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -108,7 +110,21 @@ def section(summary: dict) -> list[str]:
     flat = flattening(summary)
     lines.append(f'- LOCE lifts the rare classes\' mean score over softmax CE (Figure 4 c minus a, '
                  f'rare group): **{verdict(flat)}** ({_cell(flat)})')
-    return lines + ['']
+    return lines + [''] + _half_memory(summary, runs['loce'])
+
+
+def _half_memory(summary: dict, loce: str | None) -> list[str]:
+    """The feature memory in float16 against the same fine-tune in float32, paired by seed."""
+    results = summary['results']
+    half = [run for run, spec in mx.runs_at(summary['matrix'], summary['scale']).items()
+            if spec['options'].get('model.roi_head.mfs.dtype') == 'float16']
+    if not half or loce is None:
+        return []
+    rows = [[f'`{run}` − `{loce}`'] + [_cell(paired(results, run, loce, t, k))
+                                       for t, k in PAIRED_METRICS] for run in half]
+    header = ['float16 memory'] + [f'{TASK_NAMES[t]} {k}' for t, k in PAIRED_METRICS]
+    return ['## Feature memory in float16 (half the bytes) against float32, paired by seed', '',
+            *_md_table(header, rows), '']
 
 
 def _group_mean(classes: list[dict], group: str, field: str = 'mean_score'):

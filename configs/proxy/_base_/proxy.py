@@ -65,8 +65,10 @@ proxy_auto_scale_lr = dict(enable=True, base_batch_size=16)
 
 # Schedules, counted in iterations: (loop, lr schedule, hooks) per kind of run.
 proxy_log = dict(by_epoch=False)
+# No validation inside training (the pipeline evaluates separately): an iteration-based loop
+# validates after its last iteration unless val_begin lies beyond it.
 proxy_pretrain_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=1000,
-                          val_interval=10 ** 6)
+                          val_begin=10 ** 6, val_interval=10 ** 6)
 proxy_pretrain_schedule = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=1000, milestones=[667, 917], gamma=0.1),
@@ -80,16 +82,6 @@ proxy_30e_schedule = [
     dict(proxy_pretrain_schedule[1], end=1250, milestones=[833, 1167]),
 ]
 proxy_30e_hooks = dict(proxy_pretrain_hooks, checkpoint=dict(interval=625, by_epoch=False,
-                                                             max_keep_ckpts=2))
-# RFS (threshold 0.1: LVIS's 100 images of ~100k at 1e-3 are 100 of these 1000) repeats images
-# into a 1618-image epoch (809 iterations): 2 epochs are 1618 iterations, as many epochs as
-# stage 1 with random sampling.
-proxy_rfs_cfg = dict(proxy_pretrain_cfg, max_iters=1618)
-proxy_rfs_schedule = [
-    proxy_pretrain_schedule[0],
-    dict(proxy_pretrain_schedule[1], end=1618, milestones=[1079, 1483]),
-]
-proxy_rfs_hooks = dict(proxy_pretrain_hooks, checkpoint=dict(interval=809, by_epoch=False,
                                                              max_keep_ckpts=2))
 # Stage 2, 6/24 of stage 1: 250 iterations, steps at 1/2 and 5/6 (3 and 5 of 6 epochs).
 proxy_finetune_cfg = dict(proxy_pretrain_cfg, max_iters=250)

@@ -140,6 +140,13 @@ def per_image_predictions(gt, dets):
     return preds
 
 
+def cpu_seconds():
+    """CPU time of this process and of its finished children: on a shared machine it says
+    what the work cost, where wall time also says what others left of the cores."""
+    return sum(getattr(resource.getrusage(who), field) for who in (
+        resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for field in ('ru_utime', 'ru_stime'))
+
+
 def run_lvis_api(gt_path, gt, preds, outfile_prefix):
     """mmdet's LVISMetric, box and mask in one compute_metrics call. Returns its times (total,
     GT loading, and per type LVISResults + LVISEval) and the lvis-api's full-precision
@@ -171,10 +178,11 @@ def run_lvis_api(gt_path, gt, preds, outfile_prefix):
         ref = mmdet_lvis.LVISMetric(ann_file=gt_path, metric=['bbox', 'segm'],
                                     outfile_prefix=outfile_prefix)
         times['load_gt'] = time.perf_counter() - start
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         with contextlib.redirect_stdout(io.StringIO()):
             ref.compute_metrics(pairs)
         times['bbox+segm'] = time.perf_counter() - start
+        times['cpu/bbox+segm'] = cpu_seconds() - cpu
     finally:
         mmdet_lvis.LVISResults, mmdet_lvis.LVISEval = real_results, real_eval
     return times, results
@@ -188,11 +196,13 @@ def run_fast(gt_path, preds, processes):
             start = time.perf_counter()
             fast = FastLVISMetric(ann_file=gt_path, metric=metric, processes=n)
             times[f'load_gt/{n}'] = time.perf_counter() - start
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), cpu_seconds()
             out = fast.compute_metrics(preds)
             times[f'{name}/{n}'] = time.perf_counter() - start
+            times[f'cpu/{name}/{n}'] = cpu_seconds() - cpu
             results[f'{name}/{n}'] = out
-            print(f'fast {name:9s} processes={n}: {times[f"{name}/{n}"]:.1f} s', flush=True)
+            print(f'fast {name:9s} processes={n}: {times[f"{name}/{n}"]:.1f} s, CPU '
+                  f'{times[f"cpu/{name}/{n}"]:.1f} s, load {os.getloadavg()[0]:.1f}', flush=True)
     return times, results
 
 
@@ -290,7 +300,8 @@ def print_report(report, processes):
         report['max_abs_diff'] = max(diffs)
         print('(files: evaluate_lvis on the result files LVISMetric read; metric: '
               'FastLVISMetric; |diff|: largest over both, every process count and run)')
-    print(f'\nend to end, compute_metrics seconds ({", ".join(map(str, processes))} processes)')
+    print(f'\nend to end, compute_metrics wall seconds ({", ".join(map(str, processes))} '
+          'processes)')
     header = f'{"":10s} {"lvis-api":>9s}' + ''.join(f' {f"fast/{n}":>8s} {"ratio":>6s}'
                                                    for n in processes)
     print(header)
@@ -308,6 +319,11 @@ def print_report(report, processes):
         print(row)
         print('(lvis-api bbox, segm: its LVISResults + LVISEval of that type, without the json '
               'dump that bbox+segm includes)')
+        row = f'{"CPU s":10s} {ref_t["cpu/bbox+segm"]:9.1f}'
+        for n in processes:
+            cpu = fast_t[f'cpu/bbox+segm/{n}']
+            row += f' {cpu:8.1f} {ref_t["cpu/bbox+segm"] / cpu:5.1f}x'
+        print(row + '   (bbox+segm, this process and its workers)')
         print('result files (evaluate_lvis, JSON loading included): ' + ', '.join(
             f'{k} {v:.1f} s' for k, v in report['fast_result_files_seconds'].items()))
     if ref_r:

@@ -37,14 +37,8 @@ from mmengine.logging import MMLogger
 
 from mmdet.registry import METRICS
 from mmdet.structures.mask import encode_mask_results
-from .lvis_inputs import (PathOrDetections, annotated_categories, cap_detections_per_image,
-                          check_mask_size, evaluated_detections, load_detections, load_lvis_gt,
-                          require_evaluable_gt, select_detections)
-
-__all__ = [
-    'AP_KEYS', 'FastLVISMetric', 'annotated_categories', 'cap_detections_per_image',
-    'evaluate_lvis', 'evaluated_detections', 'load_lvis_gt', 'predictions_to_lvis'
-]
+from .lvis_inputs import (PathOrDetections, annotated_categories, check_mask_size,
+                          load_detections, load_lvis_gt, require_evaluable_gt, select_detections)
 
 AP_KEYS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
 MAX_DEFAULT_PROCESSES = 8

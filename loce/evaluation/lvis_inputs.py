@@ -10,8 +10,8 @@ disagreement is a silently different number. The lvis-api (0.5.3, ``LVIS.get_ann
   after keeping each image's 300 best detections, so a flat box still takes one of the 300;
 - ignores ``iscrowd`` (a crowd region is an ordinary instance to it) and honours ``ignore``.
 
-Here the first three are reproduced. ``ignore`` is refused: the lvis-api excludes such GT from
-recall and ignores detections matched to it, which faster-coco-eval cannot express (its
+Here the area and crowd rules are reproduced. ``ignore`` is refused: the lvis-api excludes such
+GT from recall and ignores detections matched to it, which faster-coco-eval cannot express (its
 ignore flag is iscrowd, with crowd matching). What neither evaluator can score correctly
 (masks not at image size, a detection without its mask) is refused too, naming the file,
 image or detection and the fix.
@@ -34,9 +34,11 @@ def load_lvis_gt(ann_file: str, backend_args: Optional[dict] = None) -> COCO:
 
     Refuses files that lack the federated fields (faster-coco-eval would treat a missing
     ``neg_category_ids`` as empty and drop every false positive on absent classes, so a
-    COCO-format file must not pass for LVIS) and annotations the lvis-api cannot mean.
-    GT with area <= 0 is left out and ``iscrowd`` cleared, as the lvis-api does; both are
-    logged, since a converted dataset may rely on COCO's crowd handling.
+    COCO-format file must not pass for LVIS), and annotations that one of the evaluators would
+    miscount: ids 0 or repeated, unknown images or categories, ``ignore`` flags, no area, masks
+    not at the image size. GT with area <= 0 is left out and ``iscrowd`` cleared, as the
+    lvis-api does; both are logged, since a converted dataset may rely on COCO's crowd
+    handling.
     """
     with get_local_path(ann_file, backend_args=backend_args) as local_path:
         dataset = _read_json(local_path, ann_file, 're-download or re-generate the annotation '

@@ -131,6 +131,22 @@ def test_crowd_gt_counts_as_an_ordinary_instance_as_in_the_lvis_api(base, tmp_pa
         assert abs(plain - official['AP']) > 1e-4, iou_type
 
 
+def test_mask_results_without_boxes_take_the_mask_area_as_in_the_lvis_api(base, tmp_path):
+    """LVISResults gives results without a box their mask area (and the mask's box); when the
+    first result has a box, every one needs it."""
+    gt, dets = base
+    path = _write(tmp_path, gt)
+    no_boxes = [{k: v for k, v in d.items() if k != 'bbox'} for d in dets]
+    _assert_equal(evaluate_lvis(load_lvis_gt(str(path)), no_boxes, 'segm'),
+                  lvis_api(path, no_boxes, 'segm'))
+    mixed = [dict(d) for d in dets]
+    present = {(a['image_id'], a['category_id']) for a in gt['annotations']}
+    del next(d for d in mixed if (d['image_id'], d['category_id']) in present
+             and d['image_id'] != 1)['bbox']  # evaluated: not cut by the 300 cap
+    with pytest.raises(ValueError, match='the first result has a box, so every result needs one'):
+        evaluate_lvis(load_lvis_gt(str(path)), mixed, 'segm')
+
+
 def test_some_images_without_detections_stay_legal(base, tmp_path):
     gt, dets = base
     dets = [d for d in dets if d['image_id'] not in (2, 5, 7)]

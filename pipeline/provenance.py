@@ -21,8 +21,9 @@ PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmdet', 'numpy', 'faster-coco-eval', '
 # The code each stage runs. Snakemake takes the fingerprint files as inputs and dvc.yaml lists
 # the same paths as deps (tests/test_frontends.py checks that the two agree).
 STAGE_CODE = {
-    'train': ('loce', 'pipeline/train.py', 'pipeline/train_hooks.py', 'pipeline/distributed.py',
-              'pipeline/determinism.py'),
+    # Training runs the model and hooks of loce/, not its evaluation (no validation in training).
+    'train': ('loce/__init__.py', 'loce/models', 'loce/engine', 'pipeline/train.py',
+              'pipeline/train_hooks.py', 'pipeline/distributed.py', 'pipeline/determinism.py'),
     'evaluate': ('loce', 'pipeline/evaluate.py', 'pipeline/determinism.py'),
     'analyse': ('loce', 'pipeline/analyse.py', 'pipeline/determinism.py'),
 }

@@ -3,6 +3,9 @@ where users run it: inside an mmengine Runner test loop on CPU (torch threads st
 dataloader workers alive), box and mask together."""
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -120,3 +123,57 @@ def test_a_worker_that_dies_is_an_error_not_a_hang(case, monkeypatch):
     monkeypatch.setattr(fast_lvis_metric, '_evaluate_group', _dies_on_the_second_group)
     with pytest.raises(RuntimeError, match='an LVIS evaluation process died.*processes=1'):
         evaluate_lvis(load_lvis_gt(str(path)), dets['bbox'], 'bbox', processes=2, max_cells=60)
+
+
+_SLOW_EVALUATION = '''
+import json, os, sys, time
+from loce.evaluation import evaluate_lvis, fast_lvis_metric, load_lvis_gt
+real = fast_lvis_metric._evaluate_group
+
+
+def slow(index):
+    time.sleep(120)
+    return real(index)
+
+
+fast_lvis_metric._evaluate_group = slow
+dets = json.load(open(sys.argv[2]))
+print(os.getpid(), flush=True)
+evaluate_lvis(load_lvis_gt(sys.argv[1]), dets, 'bbox', processes=2, max_cells=60)
+'''
+
+
+def _children(pid):
+    with open(f'/proc/{pid}/task/{pid}/children') as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_die_with_a_killed_parent(case, tmp_path):
+    """A SIGKILLed stage or test job leaves no evaluation worker behind."""
+    _, path, dets, _ = case
+    script, dets_path = tmp_path / 'slow.py', tmp_path / 'dets.json'
+    script.write_text(_SLOW_EVALUATION)
+    dets_path.write_text(json.dumps(dets['bbox']))
+    parent = subprocess.Popen([sys.executable, str(script), str(path), str(dets_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert int(parent.stdout.readline()) == parent.pid
+        deadline = time.monotonic() + 60
+        while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(workers) == 2
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(map(_alive, workers))

@@ -18,11 +18,13 @@ Per-category precision depends only on that category's GT and detections, so nei
 grouping nor the number of processes changes a bit of the result.
 """
 import contextlib
+import ctypes
 import gc
 import json
 import multiprocessing
 import os
 import os.path as osp
+import signal
 import tempfile
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -237,7 +239,8 @@ def _run_in_processes(work: dict, processes: int) -> list:
     """Forked workers take the groups largest first, as they free up. An executor rather
     than a Pool: a worker that dies (out of memory) is an error here, not a hang."""
     results = [None] * len(work['groups'])
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context('fork'))
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context('fork'),
+                               initializer=_die_with_parent, initargs=(os.getpid(), ))
     try:
         futures = [pool.submit(_evaluate_group, i)
                    for i in sorted(range(len(results)), key=lambda i: -work['costs'][i])]
@@ -251,6 +254,17 @@ def _run_in_processes(work: dict, processes: int) -> list:
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive its evaluation: if the parent is killed (a SIGKILLed stage or
+    test job), workers waiting for their next group would wait forever. Linux kills them."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: no such guard
+        return
+    if os.getppid() != parent:  # the parent died before the guard was set
+        os._exit(1)
 
 
 def _columns(image_id, category_id, score, area, bbox=None, segmentation=None) -> dict:

@@ -2,6 +2,8 @@
 # pipeline/matrix.py); the rules are in pipeline/rules/.
 #   snakemake --cores 2 --config scale=smoke      # offline synthetic LVIS on CPU
 #   snakemake -n --config scale=full              # plan the paper-scale reproduction
+import re
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -16,6 +18,14 @@ container: config["container_image"]
 
 
 include: "pipeline/rules/common.smk"
+
+
+wildcard_constraints:
+    scale="|".join(map(re.escape, MATRIX["scales"])),
+    run="|".join(map(re.escape, RUNS)),
+    seed=r"\d+",
+
+
 include: "pipeline/rules/data.smk"
 include: "pipeline/rules/train.smk"
 include: "pipeline/rules/evaluate.smk"

@@ -110,3 +110,10 @@ def test_full_scale_plans_without_data_in_seconds_worth_of_work(tmp_path):
     out = subprocess.run(['snakemake', '-n', '-p', '--config', 'scale=full'], cwd=mx.ROOT, env=ENV,
                          capture_output=True, text=True, check=True).stdout
     assert 'python -m pipeline data --scale full' in out
+
+
+def test_snakemake_lint_is_clean():
+    out = subprocess.run(['snakemake', '--lint', '--config', 'scale=smoke'], cwd=mx.ROOT,
+                         env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0 and 'Congratulations' in out.stdout + out.stderr, \
+        out.stdout[-3000:] + out.stderr[-3000:]

@@ -1,4 +1,4 @@
-# Shared by all rule modules: the validated config and matrix, and path patterns derived from
+# Shared by every module of rules. The validated config and matrix, and path patterns derived from
 # pipeline/matrix.py so that no path is spelled twice.
 #
 # At parse time every run's resolved config (pipeline/runconfig.py) and every stage's code
@@ -56,12 +56,6 @@ CONFIG = rel(mx.resolved_config("{scale}", "{run}", "{seed}"))
 METRICS = rel(mx.metrics_path("{scale}", "{run}", "{seed}"))
 ANALYSIS = rel(mx.analysis_path("{scale}", "{run}", "{seed}"))
 RESULTS = rel(mx.results_dir(SCALE))
-
-
-wildcard_constraints:
-    scale="|".join(map(re.escape, MATRIX["scales"])),
-    run="|".join(map(re.escape, RUNS)),
-    seed=r"\d+",
 
 
 def data_marker(dataset):

@@ -48,9 +48,12 @@ def _check_references(matrix: dict, path: Path) -> None:
     cells = [cell for spec in runs(matrix).values() for cell in spec['tables']]
     for cell in sorted({c for c in cells if cells.count(c) > 1}):
         raise SystemExit(f'{path}: table cell {cell} is filled by more than one run')
+    for run in matrix['analyse']:
+        if run not in runs(matrix):
+            raise SystemExit(f'{path}: analyse: unknown run {run!r}')
     for panel, spec in matrix['figure4'].items():
-        if spec['run'] not in runs(matrix):
-            raise SystemExit(f'{path}: figure4/{panel}: unknown run {spec["run"]!r}')
+        if spec['run'] not in matrix['analyse']:
+            raise SystemExit(f'{path}: figure4/{panel}: run {spec["run"]!r} is not in `analyse`')
     for name, spec in matrix['scales'].items():
         listed = spec.get('runs', list(runs(matrix)))
         for run in listed:
@@ -206,6 +209,7 @@ def analysis_path(scale_name: str, run: str, seed: int, root: Path | None = None
     return (root or results_dir(scale_name)) / 'analysis' / run / f'seed{seed}.json'
 
 
-def analysed_runs(matrix: dict) -> list[str]:
-    """Runs whose per-class statistics Figure 4 needs."""
-    return sorted({spec['run'] for spec in matrix['figure4'].values()})
+def analysed_runs(matrix: dict, scale_name: str | None = None) -> list[str]:
+    """Runs whose per-class statistics are measured (at a scale: those it runs)."""
+    at = runs_at(matrix, scale_name) if scale_name else runs(matrix)
+    return [run for run in matrix['analyse'] if run in at]

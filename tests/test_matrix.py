@@ -98,7 +98,8 @@ def _write(tmp_path, mutate):
     (lambda d: d['finetune']['ebl_r50_v1'].update(tables=['table1/loce']), 'table1/loce is filled by more than one run'),
     (lambda d: d['scales']['smoke'].update(seeds=[]), 'scales/smoke/seeds'),
     (lambda d: d['finetune']['ce_r50_v1'].update(tables=['table9/x']), 'finetune/ce_r50_v1/tables/0'),
-    (lambda d: d['figure4']['a'].update(run='ghost'), "figure4/a: unknown run 'ghost'"),
+    (lambda d: d['figure4']['a'].update(run='ghost'), "figure4/a: run 'ghost' is not in `analyse`"),
+    (lambda d: d['analyse'].append('ghost'), "analyse: unknown run 'ghost'"),
 ])
 def test_bad_matrix_fails_naming_the_file_and_the_place(tmp_path, mutate, message):
     path = _write(tmp_path, mutate)

@@ -76,13 +76,14 @@ def collect(scale: str, results_dir: Path, matrix: dict, paper: dict, current=No
     """
     seeds = mx.seeds(matrix, scale)
     run_seeds = {run: mx.run_seeds(matrix, scale, run) for run in mx.runs_at(matrix, scale)}
-    figure_runs = {spec['run'] for spec in matrix['figure4'].values()}
+    analysed = set(mx.analysed_runs(matrix, scale))
     found = {'metrics': {}, 'analysis': {}}
     missing = []
     for run, spec in mx.runs_at(matrix, scale).items():
         needed = {'metrics': ', '.join(spec['tables']),
-                  'analysis': ', '.join(f'figure4/{p}' for p, s in matrix['figure4'].items()
-                                        if s['run'] == run) if run in figure_runs else ''}
+                  'analysis': (', '.join(f'figure4/{p}' for p, s in matrix['figure4'].items()
+                                         if s['run'] == run) or 'per-class accuracy')
+                  if run in analysed else ''}
         for kind, where in KINDS.items():
             found[kind][run] = {}
             for seed in run_seeds[run]:

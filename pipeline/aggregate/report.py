@@ -8,6 +8,7 @@ import numpy as np
 
 from .. import matrix as mx
 from . import claims
+from .figure4 import combine_seeds
 from .tables import TABLES, signed
 
 
@@ -121,7 +122,7 @@ def _best(records: list[dict], field: str) -> str:
     return f'{", ".join(keys)} (AP {top:.{2 if field == "mean" else 1}f})'
 
 
-def _reading_section(paper: dict, tables: dict, figure: dict) -> list[str]:
+def _reading_section(paper: dict, tables: dict) -> list[str]:
     """Numbers computed from the tables and figure data; no judgement is written here."""
     columns = list(paper['columns'])
     lines = ['## Reading (computed)', '',
@@ -157,22 +158,33 @@ def _reading_section(paper: dict, tables: dict, figure: dict) -> list[str]:
                   f'{worst[0]:+.2f} ({worst[1]})']
     else:
         lines.append('- no cell has results yet')
-    lines += ['', 'Figure 4, mean over the classes of each group (rare / common / frequent):', '']
+    return lines + ['']
+
+
+def _per_class_section(summary: dict) -> list[str]:
+    """Per-class statistics of every analysed run, averaged within each frequency group (seed
+    means): the stage-1 model (before fine-tuning) beside each fine-tuned one (after)."""
     rows = []
-    for panel, spec in figure.items():
+    for run in mx.analysed_runs(summary['matrix'], summary['scale']):
+        analyses = summary['results']['analysis'].get(run, {})
+        classes = combine_seeds(analyses) if analyses else []
         cells = []
         for field in ('mean_score', 'accuracy', 'accuracy_fg'):
             for g in 'rcf':
-                values = [c[field] for c in spec['classes']
-                          if c['frequency'] == g and c[field] is not None]
+                values = [c[field] for c in classes if c['frequency'] == g and c[field] is not None]
                 cells.append(f'{np.mean(values):.3f}' if values else 'n/a')
-        rows.append([f'({panel}) `{spec["run"]}`'] + cells)
-    lines += _md_table(['panel', 'score r', 'score c', 'score f', 'acc. r', 'acc. c', 'acc. f',
-                        'fg acc. r', 'fg acc. c', 'fg acc. f'], rows)
-    lines += ['', 'acc.: the GT box\'s argmax over all C+1 logits is its class (background counts '
-              'as wrong, as the detector scores it); fg acc.: its argmax over the C foreground '
-              'logits is its class. The paper does not say which it plots.']
-    return lines + ['']
+        stage = mx.runs(summary['matrix'])[run]['stage']
+        rows.append([f'`{run}` ({"before" if stage == "pretrain" else "after"} fine-tuning, '
+                     f'seeds {sorted(analyses) or "none"})'] + cells)
+    return (['## Per-class statistics before and after fine-tuning', '',
+             'Mean over the classes of each group (rare / common / frequent) of the val GT boxes\' '
+             'mean score and accuracy (Figure 4\'s runs among them):', '',
+             *_md_table(['run', 'score r', 'score c', 'score f', 'acc. r', 'acc. c', 'acc. f',
+                         'fg acc. r', 'fg acc. c', 'fg acc. f'], rows), '',
+             'acc.: the GT box\'s argmax over all C+1 logits is its class (background counts as '
+             'wrong, as the detector scores it); fg acc.: its argmax over the C foreground logits '
+             'is its class. The paper does not say which it plots. The per-class values are in '
+             'analysis/ and, for Figure 4\'s runs, figures/figure4.csv.', ''])
 
 
 def render_report(summary: dict) -> str:
@@ -193,5 +205,6 @@ def render_report(summary: dict) -> str:
     lines += _runs_section(scale, matrix, results)
     lines += _environment_section(results)
     lines += _missing_section(results, summary['results_dir'], summary['ignored'])
-    lines += _reading_section(paper, summary['tables'], summary['figure4'])
+    lines += _reading_section(paper, summary['tables'])
+    lines += _per_class_section(summary)
     return '\n'.join(lines)

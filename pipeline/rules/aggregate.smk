@@ -5,7 +5,7 @@ AGGREGATE_OUTPUTS = [f"{RESULTS}/{name}" for name in aggregate_outputs()]
 rule aggregate:
     input:
         metrics=per_run(METRICS, RUNS),
-        analysis=per_run(ANALYSIS, mx.analysed_runs(MATRIX)),
+        analysis=per_run(ANALYSIS, mx.analysed_runs(MATRIX, SCALE)),
         paper="pipeline/paper.yaml",
     output:
         AGGREGATE_OUTPUTS,

@@ -140,11 +140,11 @@ def per_image_predictions(gt, dets):
     return preds
 
 
-def cpu_seconds():
+def cpu_seconds(who=(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)):
     """CPU time of this process and of its finished children: on a shared machine it says
     what the work cost, where wall time also says what others left of the cores."""
-    return sum(getattr(resource.getrusage(who), field) for who in (
-        resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for field in ('ru_utime', 'ru_stime'))
+    return sum(getattr(resource.getrusage(w), field) for w in who
+               for field in ('ru_utime', 'ru_stime'))
 
 
 def run_lvis_api(gt_path, gt, preds, outfile_prefix):
@@ -197,12 +197,16 @@ def run_fast(gt_path, preds, processes):
             fast = FastLVISMetric(ann_file=gt_path, metric=metric, processes=n)
             times[f'load_gt/{n}'] = time.perf_counter() - start
             start, cpu = time.perf_counter(), cpu_seconds()
+            workers = cpu_seconds([resource.RUSAGE_CHILDREN])
             out = fast.compute_metrics(preds)
             times[f'{name}/{n}'] = time.perf_counter() - start
             times[f'cpu/{name}/{n}'] = cpu_seconds() - cpu
+            times[f'cpu_workers/{name}/{n}'] = cpu_seconds([resource.RUSAGE_CHILDREN]) - workers
             results[f'{name}/{n}'] = out
             print(f'fast {name:9s} processes={n}: {times[f"{name}/{n}"]:.1f} s, CPU '
-                  f'{times[f"cpu/{name}/{n}"]:.1f} s, load {os.getloadavg()[0]:.1f}', flush=True)
+                  f'{times[f"cpu/{name}/{n}"]:.1f} s (workers '
+                  f'{times[f"cpu_workers/{name}/{n}"]:.1f} s), load {os.getloadavg()[0]:.1f}',
+                  flush=True)
     return times, results
 
 
@@ -324,6 +328,9 @@ def print_report(report, processes):
             cpu = fast_t[f'cpu/bbox+segm/{n}']
             row += f' {cpu:8.1f} {ref_t["cpu/bbox+segm"] / cpu:5.1f}x'
         print(row + '   (bbox+segm, this process and its workers)')
+        print(f'{"of which":10s} {"":9s}' + ''.join(
+            f' {fast_t[f"cpu_workers/bbox+segm/{n}"]:8.1f} {"":6s}' for n in processes)
+            + '   in worker processes')
         print('result files (evaluate_lvis, JSON loading included): ' + ', '.join(
             f'{k} {v:.1f} s' for k, v in report['fast_result_files_seconds'].items()))
     if ref_r:

@@ -111,7 +111,7 @@ def test_fine_tune_configs_select_their_variant_by_config_alone(stem):
     mfs = head.mfs is not None
     assert (ebl, mfs) == {'ce': (False, False), 'loce-ebl': (True, False),
                           'loce-mfs': (False, True)}.get(variant, (True, True))
-    assert head.indicator.type == ('prior' if variant == 'loce-prior' else 'mean_score')
+    assert head.indicator.type == ('ClassPrior' if variant == 'loce-prior' else 'MeanScore')
     if variant != 'loce-prior':  # the keys the pipeline overrides
         assert (head.indicator.alpha, head.indicator.bg_score) == (0.9, 0.01)
     if mfs:

@@ -100,4 +100,5 @@ def test_two_cpu_processes_agree_on_the_mean_score_and_rank0_writes_once(tmp_pat
     final = repo / mx.checkpoint('smoke', RUN, 0).relative_to(mx.ROOT)
     saved = torch.load(final, map_location='cpu', weights_only=False)['state_dict']
     assert torch.equal(saved['roi_head.indicator.scores'], scores)
-    assert (probe / 'writes.log').read_text().splitlines() == ['0 identity.json', '0 train.json']
+    assert (probe / 'writes.log').read_text().splitlines() == [
+        '0 identity.json', '0 indicator_trace.json', '0 train.json']

@@ -24,15 +24,20 @@ def _values(node, key):
             yield from _values(v, key)
 
 
-@pytest.mark.parametrize('run', list(mx.runs(mx.load())))
-def test_relocation_points_datasets_and_evaluators_at_the_matrix_root(run):
+@pytest.mark.parametrize('scale, run', [(scale, run) for scale in ('full', 'smoke', 'proxy')
+                                         for run in mx.runs_at(mx.load(), scale)])
+def test_relocation_points_every_dataset_and_evaluator_at_the_new_root(scale, run):
+    """Smoke and proxy twins name their data under data/<scale>/ as the full configs do under
+    data/: every path follows a relocation, none stays behind."""
     matrix = mx.load()
-    spec = mx.run_spec(matrix, run)
-    cfg = Config.fromfile(mx.config_path(matrix, 'full', spec['config']))
-    root = matrix['datasets'][spec['dataset']]['full'] + '/'
-    relocate_data(cfg, mx.data_root(matrix, 'full', spec['dataset']))
-    roots = list(_values(cfg.to_dict(), 'data_root'))
+    spec = mx.run_spec(matrix, run, scale)
+    cfg = Config.fromfile(mx.config_path(matrix, scale, spec['config']))
+    root = f'data/elsewhere/{spec["dataset"]}/'
+    relocate_data(cfg, mx.ROOT / root)
+    loaders = [cfg[f'{split}_dataloader'].to_dict() for split in ('train', 'val', 'test')]
+    roots = list(_values(loaders, 'data_root'))
     assert roots and all(r == root for r in roots), roots
+    assert not [f for f in _values(loaders, 'ann_file') if f.startswith('data/')]
     for evaluator in (cfg.val_evaluator, cfg.test_evaluator):
         assert evaluator.ann_file.startswith(root)
         assert evaluator.ann_file.endswith(f'{spec["dataset"]}_val.json')

@@ -1,5 +1,7 @@
 # Proxy twin of the full config named first in _base_, shrunk for CPU by _base_/proxy.py.
 _base_ = ['../ablations/loce-mfs_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py', './_base_/proxy.py']
+# The datasets below live here (_base_/proxy.py); the pipeline relocates paths from it.
+data_root = 'data/proxy/lvis_v1/'
 
 model = dict(
     _base_.proxy_model,

@@ -4,6 +4,8 @@
 # of its epochs rather than 2), to keep the proxy within its time budget: it is only the model of
 # Figure 4(b).
 _base_ = ['../mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1.py', './_base_/proxy.py']
+# The datasets below live here (_base_/proxy.py); the pipeline relocates paths from it.
+data_root = 'data/proxy/lvis_v1/'
 
 model = _base_.proxy_model
 

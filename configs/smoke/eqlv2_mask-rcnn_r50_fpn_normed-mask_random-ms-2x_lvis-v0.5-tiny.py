@@ -3,6 +3,8 @@ _base_ = [
     '../baselines/eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5.py',
     './_base_/tiny.py',
 ]
+# The datasets below live here (_base_/tiny.py); the pipeline relocates paths from it.
+data_root = 'data/smoke/lvis_v0.5/'
 
 model = dict(
     _base_.tiny_model,

@@ -3,6 +3,8 @@ _base_ = [
     '../ablations/loce-mfs_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py',
     './_base_/tiny.py',
 ]
+# The datasets below live here (_base_/tiny.py); the pipeline relocates paths from it.
+data_root = 'data/smoke/lvis_v1/'
 
 model = dict(
     _base_.tiny_model,

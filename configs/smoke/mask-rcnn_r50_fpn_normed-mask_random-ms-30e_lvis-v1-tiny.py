@@ -2,6 +2,8 @@
 # 30 epochs are 30/24 of the smoke stage 1 (one epoch of 150 iterations): 188 iterations, so the
 # loop counts iterations; the steps keep the full schedule's shape (2/3 and 28/30: 125 and 175).
 _base_ = ['../mask-rcnn_r50_fpn_normed-mask_random-ms-30e_lvis-v1.py', './_base_/tiny.py']
+# The datasets below live here (_base_/tiny.py); the pipeline relocates paths from it.
+data_root = 'data/smoke/lvis_v1/'
 
 model = _base_.tiny_model
 

@@ -1,5 +1,7 @@
 # Smoke twin of the full config named first in _base_, shrunk for CPU by _base_/tiny.py.
 _base_ = ['../baselines/seesaw-loss_mask-rcnn_r50_fpn_random-ms-1x_lvis-v1.py', './_base_/tiny.py']
+# The datasets below live here (_base_/tiny.py); the pipeline relocates paths from it.
+data_root = 'data/smoke/lvis_v1/'
 
 model = dict(
     _base_.tiny_model,

@@ -1,0 +1,43 @@
+"""The published results (results/<scale>/) name the resolved config and the code they were
+made with, and those are what this checkout has now: a config, matrix or loce/ change that is
+not followed by re-making and re-publishing the scale fails here, in seconds. (The slow smoke
+test compares the numbers themselves; nothing in CI runs the proxy, so without this check its
+published numbers could silently go stale.)"""
+import json
+
+import pytest
+
+from pipeline import matrix as mx
+from pipeline import provenance, runconfig
+
+SCALES = ('smoke', 'proxy')
+
+
+def _published_records(scale: str):
+    """(run, seed, metrics record) for every run and seed the scale expects."""
+    matrix = mx.load()
+    for run in mx.runs_at(matrix, scale):
+        for seed in mx.run_seeds(matrix, scale, run):
+            path = mx.metrics_path(scale, run, seed, mx.published_dir(scale))
+            assert path.is_file(), f'{mx.rel(path)} is missing: run `make {scale}`, then publish'
+            yield run, seed, json.loads(path.read_text())
+
+
+@pytest.mark.parametrize('scale', SCALES)
+def test_every_published_result_names_the_config_its_run_resolves_to_now(scale):
+    matrix = mx.load()
+    stale = [f'{run} seed {seed}' for run, seed, record in _published_records(scale)
+             if record['provenance']['config_sha256']
+             != runconfig.config_sha256(runconfig.resolve(matrix, scale, run, seed))]
+    assert not stale, (f'results/{scale}/ was made from other configs than these runs resolve '
+                       f'to now ({", ".join(stale)}): re-make it (make {scale}) and publish')
+
+
+@pytest.mark.parametrize('scale', SCALES)
+def test_every_published_result_was_trained_and_evaluated_by_the_code_here(scale):
+    train, evaluate = provenance.code_sha256('train'), provenance.code_sha256('evaluate')
+    stale = [f'{run} seed {seed}' for run, seed, record in _published_records(scale)
+             if (record['provenance']['identity']['code_sha256'],
+                 record['provenance']['eval_code_sha256']) != (train, evaluate)]
+    assert not stale, (f'results/{scale}/ was trained or evaluated by other code than this '
+                       f'checkout has ({", ".join(stale)}): re-make it (make {scale}) and publish')

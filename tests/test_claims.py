@@ -76,3 +76,22 @@ def test_criteria_are_measured_on_the_baseline_and_checked():
     noisy = {**BASE, 1: _record(23.0, 3.0, 61.0)}
     text = '\n'.join(claims.criteria_section(_summary(dict(baseline=noisy), criteria)))
     assert '| CE baseline seed std of mask AP' in text and '| NO |' in text
+
+
+def test_per_seed_section_lists_every_row_and_seed_with_its_values():
+    lines = claims.section(_summary(dict(baseline=BASE, loce=LOCE)))
+    start = lines.index('## Table 1 seed by seed')
+    end = lines.index('## Table 1 against seed noise (paired by seed)')
+    rows = [line for line in lines[start:end] if line.startswith('| ')][1:]
+    assert [row.split(' | ')[:2] for row in rows] == [
+        ['| baseline (`baseline`)', '0'], ['| baseline (`baseline`)', '1'],
+        ['| baseline (`baseline`)', '2'], ['| loce (`loce`)', '0'], ['| loce (`loce`)', '1'],
+        ['| loce (`loce`)', '2']]
+    # box AP, APr, APc, APf, then the same for mask: LOCE seed 2 is _record(23.5, 12.0, 59.2)
+    assert rows[5] == ('| loce (`loce`) | 2 | 23.50 | 12.00 | 23.50 | 59.20 | 23.50 | 12.00 | '
+                       '23.50 | 59.20 |')
+
+
+def test_no_per_seed_section_with_one_seed():
+    lines = claims.section(_summary(dict(baseline={0: BASE[0]}, loce={0: LOCE[0]})))
+    assert '## Table 1 seed by seed' not in lines

@@ -86,13 +86,31 @@ def _md_table(header, rows):
             + ['| ' + ' | '.join(r) + ' |' for r in rows])
 
 
+def per_seed_section(summary: dict, runs: dict) -> list[str]:
+    """Table 1's rows seed by seed (what the paired differences are taken over); only where the
+    scale has several seeds, since with one the table itself is that seed."""
+    seeds = sorted({s for run in runs.values() if run
+                    for s in summary['results']['metrics'].get(run, {})})
+    if len(seeds) < 2:
+        return []
+    rows = []
+    for row, run in runs.items():
+        for seed, record in sorted(summary['results']['metrics'].get(run, {}).items()):
+            rows.append([f'{row} (`{run}`)', str(seed)] + [
+                'n/a' if _value(record, t, k) is None else f'{_value(record, t, k):.2f}'
+                for t, k in PAIRED_METRICS])
+    header = ['row', 'seed'] + [f'{TASK_NAMES[t]} {k}' for t, k in PAIRED_METRICS]
+    return ['## Table 1 seed by seed', '', *_md_table(header, rows), '']
+
+
 def section(summary: dict) -> list[str]:
-    """The paired differences and the claim lines, for REPORT.md."""
+    """The per-seed values, the paired differences and the claim lines, for REPORT.md."""
     results, cells = summary['results'], summary['cells']
     runs = {row: cells.get(f'table1/{row}') for row in ('baseline', *ROWS)}
-    lines = ['## Table 1 against seed noise (paired by seed)', '',
-             'Each row minus the baseline of the same seed, then mean and 95 % t-interval over '
-             'the seeds both have (box and mask AP, percent).', '']
+    lines = per_seed_section(summary, runs) + [
+        '## Table 1 against seed noise (paired by seed)', '',
+        'Each row minus the baseline of the same seed, then mean and 95 % t-interval over the '
+        'seeds both have (box and mask AP, percent).', '']
     header = ['row'] + [f'{TASK_NAMES[t]} {k}' for t, k in PAIRED_METRICS]
     for base, name in BASELINES.items():
         rows = [[f'{row} − {base}'] + [_cell(paired(results, runs[row], runs[base], t, k))

@@ -1,7 +1,8 @@
 """End to end at the smoke scale, in a copy of the checkout: the DAG against the published
-results (expected values, exact where the CPU pin holds), no-op rerun, a config edit that must
-train afresh, and kill-and-resume (an iteration-based run by SIGKILL, an epoch-based fine-tune
-by SIGTERM) ending where an uninterrupted run ends."""
+results (expected values: exact where the CPU pin holds, against the published set made on this
+CPU vendor), no-op rerun, a config edit that must train afresh, and kill-and-resume (an
+iteration-based run by SIGKILL, an epoch-based fine-tune by SIGTERM) ending where an
+uninterrupted run ends."""
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import torch
 from checkout import copy_checkout
 from pipeline import determinism
 from pipeline import matrix as mx
+from pipeline import published
 
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}', PYTHONUNBUFFERED='1')
@@ -58,10 +60,17 @@ def test_smoke_dag_reproduces_the_published_results_then_reruns_nothing(checkout
         assert metrics['provenance']['cpu']['threads'] == matrix['scales']['smoke']['threads']
 
     verdict = _run([*CLI, 'compare', '--scale', 'smoke'], checkout)
-    if determinism.pin_blocker() is None:  # expected values, exact
+    fresh_record = json.loads((results / 'metrics' / 'r50_v1' / 'seed0.json').read_text())
+    root = published.matching_root(checkout / 'results' / 'smoke', 'smoke', 'r50_v1', 0,
+                                   published.record_vendor(fresh_record))
+    published_record = json.loads(mx.metrics_path('smoke', 'r50_v1', 0, root).read_text())
+    assert fresh_record['provenance']['cpu']['isa_pinned'] == (determinism.pin_blocker() is None)
+    why = published.inexact_because(fresh_record, published_record)
+    if why is None:  # the published values, to the bit
         assert verdict.returncode == 0 and '[compare] identical' in verdict.stdout, verdict.stdout
-    else:
-        assert 'CPU pin did not hold' in verdict.stdout
+    else:  # no pin, or a vendor with no published set: the scale's band, and the reason said
+        # (Intel against AMD differs by up to 11 AP at this scale, beyond the band: README)
+        assert f'{why}, so bit-exact equality is not expected' in verdict.stdout, verdict.stdout
 
     again = _run(['snakemake', '-n', '--config', 'scale=smoke'], checkout, check=True)
     assert 'Nothing to be done' in again.stdout + again.stderr

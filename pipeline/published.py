@@ -6,9 +6,9 @@ The comparison is exact where both sides ran with the CPU kernel path pinned (se
 pipeline/determinism.py) on CPUs of one vendor; elsewhere it falls back to the scale's tolerance
 band and says why. The vendor matters although the pin holds. Measured at the smoke scale: the
 pinned DAG on an AMD EPYC differs from the Intel-made one in 663 of 808 values, by up to 11 AP
-(box AP of r50_v1 10.58 against 11.49), while two Intel CPUs (with and without AVX-512) agreed
-exactly, and so did two AMD EPYC machines. Which library picks its kernels by vendor is not
-established. So a scale may also publish the records of the same code made on another vendor's
+(box AP of r50_v1 10.58 against 11.49), while two Intel Xeons agreed exactly on a stage-1 run,
+and two AMD EPYC machines on every cell compared. Which library picks its kernels by vendor is
+not established. So a scale may also publish the records of the same code made on another vendor's
 CPUs, in results/<scale>/other-cpus/<vendor>/ (`publish --other-cpu`); a run is compared with
 the records of its own vendor where there are some.
 """

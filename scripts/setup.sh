@@ -26,6 +26,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     "$PY" -m venv "$VENV"
 fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@" -c scripts/constraints.txt; }
+# On PATH, so that torch's extension builder finds the venv's ninja and compiles MAX_JOBS files at
+# a time (without a ninja on PATH it compiles mmcv's ops one by one, silently).
+export PATH="$(cd "$VENV" && pwd)/bin:$PATH"
 
 say "build tools: setuptools<81 (mmcv's setup.py and mmengine's config loader import pkg_resources)"
 pip install -q 'setuptools<81' wheel ninja numpy

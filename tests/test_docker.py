@@ -104,7 +104,8 @@ def _build_context(tmp: Path) -> Path:
     shutil.copytree(ROOT, context, ignore=_dockerignored)
     wheelhouse = context / 'docker' / 'wheelhouse'
     shutil.copy2(_mmcv_wheel(), wheelhouse)
-    deps = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['dependencies']
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    deps = [*project['dependencies'], *project['optional-dependencies']['pipeline']]  # install.sh's
     build = ['setuptools<81', 'wheel', 'ninja', f'torch=={metadata.version("torch").split("+")[0]}']
     constraints = ROOT / 'scripts' / 'constraints.txt'
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '-w', str(wheelhouse),

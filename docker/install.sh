@@ -17,6 +17,9 @@ say() { printf '[docker/install] %s\n' "$*"; }
 # --system-site-packages: the venv sees the base image's torch and torchvision.
 python3 -m venv --system-site-packages "$VENV"
 py="$VENV/bin/python"
+# On PATH, so that torch's extension builder finds the venv's ninja and compiles MAX_JOBS files at
+# a time (without it, it compiles mmcv's ops one by one, silently).
+export PATH="$VENV/bin:$PATH"
 index_args=()
 [[ "${WHEELHOUSE_ONLY:-0}" == 1 ]] && index_args=(--no-index)
 : > "$PINS"

@@ -46,6 +46,21 @@ def test_base_image_is_pinned_by_digest_and_mmcv_targets_v100_to_h100():
     assert 'git clone' not in text
 
 
+def test_cuda_stand_in_base_has_the_torch_and_cuda_of_the_pinned_base():
+    """docker/make-cuda-base.sh must follow BASE_IMAGE when it moves: the same torch, and a CUDA
+    toolkit of the CUDA that torch was built for."""
+    tag = re.search(r'^ARG BASE_IMAGE=pytorch/pytorch:(\S+?)@', DOCKERFILE.read_text(), re.M)[1]
+    torch_version, cuda = re.fullmatch(r'([\d.]+)-cuda(\d+\.\d+)-cudnn\d+-devel', tag).groups()
+    script = (ROOT / 'docker' / 'make-cuda-base.sh').read_text()
+    torch_pins = re.search(r'^TORCH=\(torch==(\S+) torchvision==(\d+)\.(\d+)\.\d+\)$', script, re.M)
+    assert torch_pins.group(1) == torch_version
+    assert (int(torch_pins.group(2)), int(torch_pins.group(3))) == \
+        (0, int(torch_version.split('.')[1]) + 15)  # torchvision 0.21 is torch 2.6's
+    toolkit = re.findall(r'(?:-cu\d+==|toolkit_[\d.]+~|cuda-|CUDA_VERSION=)(\d+\.\d+)(?!\d)',
+                         script)
+    assert len(toolkit) >= 6 and set(toolkit) == {cuda}, toolkit  # wheels, .deb, layout, ENV
+
+
 def test_build_context_leaves_out_data_checkpoints_and_environments():
     ignored = (ROOT / '.dockerignore').read_text().split()
     assert {'.git', '.venv', 'data', 'work', 'results'} <= set(ignored)
@@ -89,7 +104,8 @@ def _build_context(tmp: Path) -> Path:
     shutil.copytree(ROOT, context, ignore=_dockerignored)
     wheelhouse = context / 'docker' / 'wheelhouse'
     shutil.copy2(_mmcv_wheel(), wheelhouse)
-    deps = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['dependencies']
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    deps = [*project['dependencies'], *project['optional-dependencies']['pipeline']]  # install.sh's
     build = ['setuptools<81', 'wheel', 'ninja', f'torch=={metadata.version("torch").split("+")[0]}']
     constraints = ROOT / 'scripts' / 'constraints.txt'
     subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '-w', str(wheelhouse),

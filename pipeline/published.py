@@ -45,7 +45,8 @@ def matching_root(published_root: Path, scale: str, run: str, seed: int,
                   vendor: str | None) -> Path:
     """Where the published records of a run made on this CPU vendor are: the scale's own, else
     its other-cpus set for that vendor where it has this run, else the scale's own."""
-    if vendor is None or record_vendor(_read(mx.metrics_path(scale, run, seed, published_root))) == vendor:
+    main = _read(mx.metrics_path(scale, run, seed, published_root))
+    if vendor is None or record_vendor(main) == vendor:
         return published_root
     other = published_root / OTHER_CPUS / vendor
     return other if mx.metrics_path(scale, run, seed, other).is_file() else published_root
@@ -58,8 +59,9 @@ def inexact_because(*records: dict) -> str | None:
         return 'the CPU pin did not hold on one side (see provenance.cpu)'
     vendors = sorted({cpu_vendor(cpu) for cpu in cpus})
     if len(vendors) > 1:
-        return (f'the CPU pin held on both sides, but on CPUs of different vendors ({" and ".join(vendors)}), '
-                'whose kernel libraries compute differently (see pipeline/published.py)')
+        return ('the CPU pin held on both sides, but on CPUs of different vendors '
+                f'({" and ".join(vendors)}), whose kernel libraries compute differently '
+                '(see pipeline/published.py)')
     return None
 
 
@@ -90,8 +92,8 @@ def differences(scale: str, fresh_root: Path | None = None,
     cells, missing, configs, compared, reasons, roots = [], [], [], 0, set(), set()
     for run in mx.runs_at(matrix, scale):
         for seed in mx.run_seeds(matrix, scale, run):
-            root = matching_root(published_root, scale, run, seed,
-                                 record_vendor(_read(mx.metrics_path(scale, run, seed, fresh_root))))
+            fresh = _read(mx.metrics_path(scale, run, seed, fresh_root))
+            root = matching_root(published_root, scale, run, seed, record_vendor(fresh))
             for kind, where in (('metrics', mx.metrics_path), ('analysis', mx.analysis_path)):
                 ours = _read(where(scale, run, seed, fresh_root))
                 theirs = _read(where(scale, run, seed, root))
@@ -106,8 +108,9 @@ def differences(scale: str, fresh_root: Path | None = None,
                 if ours_sha != theirs.get('provenance', {}).get('config_sha256') \
                         and (run, seed) not in configs:
                     configs.append((run, seed))
-                if kind == 'metrics' and inexact_because(ours, theirs):
-                    reasons.add(inexact_because(ours, theirs))
+                why = inexact_because(ours, theirs) if kind == 'metrics' else None
+                if why:
+                    reasons.add(why)
                 pair = _values(kind, ours), _values(kind, theirs)
                 for name in sorted(set(pair[0]) | set(pair[1])):
                     compared += 1
@@ -131,8 +134,8 @@ def compare(scale: str, fresh_root: Path | None = None, published_root: Path | N
         print(f'[compare] {where}: nothing to compare (no results on one side)')
         return 1
     mode = ('exact (CPU kernel path pinned on both sides, one CPU vendor)' if d['exact'] else
-            f'within ±{d["tolerance"]} AP and ±{SCORE_TOLERANCE} score/accuracy: {"; ".join(d["inexact_because"])}'
-            ', so bit-exact equality is not expected')
+            f'within ±{d["tolerance"]} AP and ±{SCORE_TOLERANCE} score/accuracy: '
+            f'{"; ".join(d["inexact_because"])}, so bit-exact equality is not expected')
     lines = []
     for run, seed in d['configs']:
         lines.append(f'- {run} seed {seed}: config hash differs from the published one (the '
@@ -166,12 +169,12 @@ def publish(scale: str, allow_dirty: bool = False, other_cpu: bool = False) -> P
     if missing:
         raise SystemExit(f'{mx.rel(src)}: {len(missing)} result files are missing (first: '
                          f'{missing[0]}); finish the pipeline before publishing')
-    records = [json.loads(p.read_text()) for p in src.rglob('*.json')]
-    dirty = [r for r in records if (r.get('provenance') or {}).get('git_dirty')]
+    records = {p: json.loads(p.read_text()) for p in src.rglob('*.json')}
+    dirty = [p for p, r in records.items() if (r.get('provenance') or {}).get('git_dirty')]
     if dirty and not allow_dirty:
-        raise SystemExit(f'{mx.rel(src)}: {len(dirty)} records were made on uncommitted code; '
-                         'commit, rerun, then publish (or pass --allow-dirty)')
-    vendors = {record_vendor(r) for r in records if 'bbox' in r}
+        raise SystemExit(f'{mx.rel(dirty[0])} and {len(dirty) - 1} more were made on uncommitted '
+                         'code; commit, rerun, then publish (or pass --allow-dirty)')
+    vendors = {record_vendor(r) for r in records.values() if 'bbox' in r}
     if len(vendors) != 1:
         raise SystemExit(f'{mx.rel(src)}: made on CPUs of several vendors ({sorted(vendors)}); '
                          'rerun on one machine')

@@ -14,15 +14,16 @@ SCALES = ('smoke', 'proxy')
 
 
 def _published_records(scale: str):
-    """(set, run, seed, metrics record) for every run and seed the scale expects, in its main set and
-    in each set made on another CPU vendor (results/<scale>/other-cpus/<vendor>/)."""
+    """(set, run, seed, metrics record) for every run and seed the scale expects, in its main set
+    and in each set made on another CPU vendor (results/<scale>/other-cpus/<vendor>/)."""
     matrix = mx.load()
     main = mx.published_dir(scale)
     for root in (main, *sorted((main / published.OTHER_CPUS).glob('*'))):
         for run in mx.runs_at(matrix, scale):
             for seed in mx.run_seeds(matrix, scale, run):
                 path = mx.metrics_path(scale, run, seed, root)
-                assert path.is_file(), f'{mx.rel(path)} is missing: run `make {scale}`, then publish'
+                assert path.is_file(), \
+                    f'{mx.rel(path)} is missing: run `make {scale}`, then publish'
                 yield mx.rel(root), run, seed, json.loads(path.read_text())
 
 
@@ -39,7 +40,8 @@ def test_the_smoke_scale_has_records_of_both_vendors_each_made_on_its_own():
 @pytest.mark.parametrize('scale', SCALES)
 def test_every_published_result_names_the_config_its_run_resolves_to_now(scale):
     matrix = mx.load()
-    stale = [f'{where}: {run} seed {seed}' for where, run, seed, record in _published_records(scale)
+    stale = [f'{where}: {run} seed {seed}'
+             for where, run, seed, record in _published_records(scale)
              if record['provenance']['config_sha256']
              != runconfig.config_sha256(runconfig.resolve(matrix, scale, run, seed))]
     assert not stale, (f'results/{scale}/ was made from other configs than these runs resolve '
@@ -49,7 +51,8 @@ def test_every_published_result_names_the_config_its_run_resolves_to_now(scale):
 @pytest.mark.parametrize('scale', SCALES)
 def test_every_published_result_was_trained_and_evaluated_by_the_code_here(scale):
     train, evaluate = provenance.code_sha256('train'), provenance.code_sha256('evaluate')
-    stale = [f'{where}: {run} seed {seed}' for where, run, seed, record in _published_records(scale)
+    stale = [f'{where}: {run} seed {seed}'
+             for where, run, seed, record in _published_records(scale)
              if (record['provenance']['identity']['code_sha256'],
                  record['provenance']['eval_code_sha256']) != (train, evaluate)]
     assert not stale, (f'results/{scale}/ was trained or evaluated by other code than this '

@@ -57,6 +57,10 @@ def inexact_because(*records: dict) -> str | None:
     cpus = [record.get('provenance', {}).get('cpu') or {} for record in records]
     if not all(cpu.get('isa_pinned') for cpu in cpus):
         return 'the CPU pin did not hold on one side (see provenance.cpu)'
+    builds = {cpu.get('torch_build_sha256') for cpu in cpus}
+    if len(builds) > 1:  # e.g. the CUDA image's torch 2.6.0+cu124 beside the host's 2.13.0
+        return ('the two sides ran different torch builds (provenance.cpu.torch_build), whose '
+                'CPU kernels compute differently')
     vendors = sorted({cpu_vendor(cpu) for cpu in cpus})
     if len(vendors) > 1:
         return ('the CPU pin held on both sides, but on CPUs of different vendors '

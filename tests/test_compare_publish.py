@@ -100,6 +100,24 @@ def test_an_unpinned_side_is_not_compared_to_the_bit(roots):
     assert d['differing'] == []
 
 
+def test_another_torch_build_is_not_compared_to_the_bit(roots):
+    """Measured: the smoke r50_v1 in the CUDA image (torch 2.6.0+cu124, on CPU) gave bbox AP
+    11.56 where the host's torch 2.13.0 gives 10.58, both pinned, on one AMD EPYC."""
+    _write(roots[0], EPYC, 10.0 + 1e-9, 0.3)
+    _write(roots[1], EPYC, 10.0, 0.3)
+    assert published.differences(SCALE, *roots)['exact']
+    for root, build in zip(roots, ('2.6.0+cu124', '2.13.0')):
+        path = mx.metrics_path(SCALE, RUN, 0, root)
+        record = json.loads(path.read_text())
+        record['provenance']['cpu']['torch_build_sha256'] = build
+        path.write_text(json.dumps(record))
+    d = published.differences(SCALE, *roots)
+    assert d['inexact_because'] == ['the two sides ran different torch builds '
+                                    '(provenance.cpu.torch_build), whose CPU kernels compute '
+                                    'differently']
+    assert d['differing'] == []
+
+
 @pytest.fixture
 def publishing(tmp_path, monkeypatch):
     """work/smoke/results and results/smoke in tmp_path, each results dir holding REPORT.md."""

@@ -61,6 +61,22 @@ def test_cuda_stand_in_base_has_the_torch_and_cuda_of_the_pinned_base():
     assert len(toolkit) >= 6 and set(toolkit) == {cuda}, toolkit  # wheels, .deb, layout, ENV
 
 
+def test_image_installs_the_lvis_api_that_mmdets_lvis_datasets_load_annotations_with():
+    """install.sh installs the core requirements and the pipeline extra only; the first CUDA
+    image built here lacked the lvis-api (then a dev requirement) and could not train."""
+    import inspect
+    import tomllib
+
+    from mmdet.datasets import lvis as mmdet_lvis
+    from packaging.requirements import Requirement
+
+    assert re.search(r'^\s*from lvis import LVIS', inspect.getsource(mmdet_lvis), re.M)
+    project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+    installed = [*project['dependencies'], *project['optional-dependencies']['pipeline']]
+    assert 'lvis' in {Requirement(r).name for r in installed}
+    assert re.search(r"pip install -q '\.\[pipeline\]'", (ROOT / 'docker' / 'install.sh').read_text())
+
+
 def test_build_context_leaves_out_data_checkpoints_and_environments():
     ignored = (ROOT / '.dockerignore').read_text().split()
     assert {'.git', '.venv', 'data', 'work', 'results'} <= set(ignored)

@@ -73,7 +73,7 @@ def _compare(args):
 
 def _publish(args):
     from .published import publish
-    publish(args.scale, allow_dirty=args.allow_dirty, other_cpu=args.other_cpu)
+    publish(args.scale, allow_dirty=args.allow_dirty)
 
 
 def _data(args):
@@ -174,9 +174,6 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--scale', required=True)
     s.add_argument('--allow-dirty', action='store_true',
                    help='publish results made on uncommitted code')
-    s.add_argument('--other-cpu', action='store_true',
-                   help="publish this run's records as the set made on this CPU vendor "
-                        '(results/<scale>/other-cpus/<vendor>/), beside the main one')
     s.set_defaults(func=_publish)
     return p
 

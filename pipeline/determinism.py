@@ -1,14 +1,14 @@
 """Bit-exact CPU runs on any x86-64 machine: one kernel path and one thread count, recorded.
 
-torch chooses its CPU kernels when it starts, by what the processor offers: ATen's vectorised
-ops (AVX2 or AVX-512), oneDNN's convolutions and MKL's GEMM likewise. Float results differ
-between those paths, and with the number of threads, so the same run gave different smoke numbers
-on a CPU with AVX-512 than on one without (and by hand, on all cores, than under Snakemake). A
-CPU scale therefore pins all three to AVX2, which every x86-64 CPU of the last decade has, and
-its thread count, through the environment of the stage process before torch is imported.
-Measured on this project's AMD EPYC (AVX-512) machine: with the pin, ATen reports AVX2 and
-oneDNN 'isa:Intel AVX2'; MKL_CBWR=AVX2 is reported as 'CNR:AUTO' there (MKL does not honour
-that branch on this CPU), so MKL is restricted with MKL_ENABLE_INSTRUCTIONS instead.
+torch chooses its CPU kernels when it starts, by what the processor offers, and float results
+differ between kernel paths and thread counts. Pinning ATen, oneDNN and MKL to AVX2 made a run
+repeat to the bit on CPUs of one vendor, but not across vendors: oneDNN picks its convolution
+kernels by cache sizes as well as ISA, and MKL picks GEMM code by vendor (on AMD it reports
+MKL_CBWR=AVX2 as CNR:AUTO, not honoured). So a CPU scale also turns oneDNN off in torch
+(convolutions run as ATen's im2col + MKL GEMM) and sets MKL_CBWR=COMPATIBLE, the code path Intel
+documents as giving identical results on Intel and compatible processors (same MKL, same
+threads): every float reduction is then in code that does not ask who made the CPU. Its cost is
+measured by benchmarks/bench_cpu_pin.py.
 
 Where the pin cannot hold (not x86-64, no AVX2, or LOCE_NO_CPU_PIN=1 to measure its cost) only
 the threads are pinned, the provenance says so, and comparisons with published numbers fall
@@ -24,7 +24,10 @@ import sys
 PIN_ISA = 'avx2'
 NO_PIN_ENV = 'LOCE_NO_CPU_PIN'  # =1: leave the kernel path free (to measure what the pin costs)
 PIN_ENV = {'ATEN_CPU_CAPABILITY': 'avx2', 'ONEDNN_MAX_CPU_ISA': 'AVX2',
-           'MKL_ENABLE_INSTRUCTIONS': 'AVX2'}
+           'MKL_ENABLE_INSTRUCTIONS': 'AVX2', 'MKL_CBWR': 'COMPATIBLE'}
+# What the provenance names the pin by: records made under different pins are not compared to
+# the bit. Change it whenever PIN_ENV or the oneDNN switch changes.
+PIN = 'avx2+mkl-cbwr-compatible+onednn-off'
 THREAD_ENV = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')
 
 
@@ -51,7 +54,7 @@ def cpu_model() -> str:
 
 
 def pin_blocker() -> str | None:
-    """Why the AVX2 pin cannot hold on this machine, or None when it can."""
+    """Why the pin cannot hold on this machine, or None when it can."""
     if os.environ.get(NO_PIN_ENV) == '1':
         return f'disabled by {NO_PIN_ENV}=1'
     if platform.machine().lower() not in ('x86_64', 'amd64'):
@@ -63,7 +66,7 @@ def pin_blocker() -> str | None:
 
 def pinned_env(scale: dict, threads: int | None = None, scale_name: str = '') -> dict:
     """The environment a stage of this scale runs with: the thread count (a CPU scale's own; on
-    a GPU scale `threads` if given) and, on a CPU scale where it can hold, the AVX2 pin."""
+    a GPU scale `threads` if given) and, on a CPU scale where it can hold, the kernel pin."""
     if scale['gpus'] == 0:
         if threads not in (None, scale['threads']):
             raise SystemExit(f'--threads {threads}: the {scale_name} scale pins {scale["threads"]} '
@@ -76,13 +79,17 @@ def pinned_env(scale: dict, threads: int | None = None, scale_name: str = '') ->
 
 
 def apply(scale: dict, threads: int | None = None, scale_name: str = '') -> None:
-    """Set pinned_env for this process and its children. Must run before torch is imported:
-    torch reads these once, when it starts (its thread pool follows OMP_NUM_THREADS)."""
+    """Set pinned_env for this process and its children, then, where the pin holds, turn
+    oneDNN off in torch. Must run before torch is imported: torch reads the environment once,
+    when it starts (its thread pool follows OMP_NUM_THREADS)."""
     env = pinned_env(scale, threads, scale_name)
     if 'torch' in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
         raise RuntimeError('determinism.apply must run before torch is imported: the CPU kernel '
                            'path and thread pool are fixed when torch starts')
     os.environ.update(env)
+    if PIN_ENV.items() <= env.items():
+        import torch
+        torch.backends.mkldnn.enabled = False
 
 
 def state() -> dict:
@@ -92,12 +99,13 @@ def state() -> dict:
 
     build = torch.__config__.show()
     capability = torch.backends.cpu.get_cpu_capability()
-    pinned = all(os.environ.get(k) == v for k, v in PIN_ENV.items())
-    blocker = pin_blocker()
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    pinned = (all(os.environ.get(k) == v for k, v in PIN_ENV.items())
+              and capability.lower() == PIN_ISA and not onednn)
     return dict(machine=platform.machine(), cpu_model=cpu_model(),
                 cpu_avx512='avx512f' in cpu_flags(), cpu_capability=capability,
-                isa_pinned=pinned and capability.lower() == PIN_ISA,
-                isa_pin_blocker=blocker, isa_env={k: os.environ.get(k) for k in PIN_ENV},
+                onednn_enabled=onednn, pin=PIN if pinned else None, isa_pinned=pinned,
+                isa_pin_blocker=pin_blocker(), isa_env={k: os.environ.get(k) for k in PIN_ENV},
                 threads=torch.get_num_threads(),
                 torch_build_sha256=hashlib.sha256(build.encode()).hexdigest(),
                 torch_build=build)

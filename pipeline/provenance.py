@@ -69,11 +69,12 @@ def _files(paths) -> list[Path]:
 
 
 def code_sha256(stage: str) -> str:
-    """Hash of the stage's source files (repo-relative names and bytes) and package versions."""
-    digest = hashlib.sha256(json.dumps(package_versions(), sort_keys=True).encode())
-    for path in _files(STAGE_CODE[stage]):
-        digest.update(mx.rel(path).encode() + b'\0' + path.read_bytes() + b'\0')
-    return digest.hexdigest()
+    """Hash of the stage's source files by content alone (the sorted hashes of their bytes) and
+    of the package versions: a file moved or renamed with the same bytes keeps the fingerprint,
+    so code can move without making every published result stale; any edit changes it."""
+    files = sorted(hashlib.sha256(path.read_bytes()).hexdigest()
+                   for path in _files(STAGE_CODE[stage]))
+    return sha256_text(json.dumps(dict(packages=package_versions(), files=files), sort_keys=True))
 
 
 def data_sha256(matrix: dict, scale: str, dataset: str) -> str:

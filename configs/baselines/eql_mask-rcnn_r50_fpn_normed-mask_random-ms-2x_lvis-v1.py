@@ -13,6 +13,15 @@ model = dict(
         bbox_head=dict(
             loss_cls=dict(
                 _delete_=True, type='EqualizationLoss', num_classes=1203, lambda_=1.1e-3,
-                loss_weight=1.0))))
+                loss_weight=1.0),
+            # mmdet's default head init, with the fc_cls bias -log((1 - 0.001) / 0.001), as the
+            # reference code starts its sigmoid classifier (at 0 the first loss is ~C x ln 2 a RoI)
+            init_cfg=[
+                dict(type='Normal', std=0.01, bias_prob=0.001, override=dict(name='fc_cls')),
+                dict(type='Normal', std=0.001, override=dict(name='fc_reg')),
+                dict(type='Xavier', distribution='uniform',
+                     override=[dict(name='shared_fcs'), dict(name='cls_fcs'),
+                               dict(name='reg_fcs')]),
+            ])))
 
 custom_hooks = [dict(type='ClassStatisticsHook')]

@@ -13,4 +13,13 @@ model = dict(
         bbox_head=dict(
             loss_cls=dict(
                 _delete_=True, type='EqualizationLossV2', num_classes=1203, mu=0.8,
-                alpha=4.0, gamma=12, loss_weight=1.0))))
+                alpha=4.0, gamma=12, loss_weight=1.0),
+            # mmdet's default head init, with the fc_cls bias -log((1 - 0.001) / 0.001) on all
+            # C + 1 channels, as the reference code starts its sigmoid classifier
+            init_cfg=[
+                dict(type='Normal', std=0.01, bias_prob=0.001, override=dict(name='fc_cls')),
+                dict(type='Normal', std=0.001, override=dict(name='fc_reg')),
+                dict(type='Xavier', distribution='uniform',
+                     override=[dict(name='shared_fcs'), dict(name='cls_fcs'),
+                               dict(name='reg_fcs')]),
+            ])))

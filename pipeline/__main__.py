@@ -50,6 +50,15 @@ def _train(args):
 
 
 def _evaluate(args):
+    if args.released:
+        if args.run or args.seed is not None:
+            raise SystemExit('evaluate: --released takes no --run or --seed')
+        from .released import evaluate as evaluate_released
+        evaluate_released(args.scale, args.released, args.checkpoint)
+        return
+    if args.checkpoint or not args.run:
+        raise SystemExit('evaluate: give --run RUN (a trained run), or --released NAME '
+                         '--checkpoint FILE (the authors\' weights)')
     from .evaluate import evaluate
     for seed in _seeds(args):
         evaluate(args.scale, args.run, seed)
@@ -151,8 +160,15 @@ def parser() -> argparse.ArgumentParser:
                              ('analyse', _analyse, 'per-class val score and accuracy (Figure 4)')):
         s = sub.add_parser(name, help=text)
         s.add_argument('--scale', required=True)
-        s.add_argument('--run', required=True)
+        s.add_argument('--run', required=name != 'evaluate')
         s.add_argument('--seed', type=int, default=None, help='default: every seed of the scale')
+        if name == 'evaluate':
+            s.add_argument('--released', metavar='NAME', default=None,
+                           help="instead of a run: the authors' released model NAME "
+                                '(experiments.yaml `released`), converted by pipeline/released.py')
+            s.add_argument('--checkpoint', metavar='FILE', default=None,
+                           help="with --released: the downloaded file (default: the entry's "
+                                '`file`)')
         if name == 'train':
             s.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm'],
                            help='pytorch under torchrun, slurm under srun')

@@ -66,7 +66,7 @@ def try_acquire(n: int, devices: list[str], directory: Path) -> dict[str, int] |
     """
     if n > len(devices):
         raise SystemExit(f'a job needs {n} GPUs but this host has {len(devices)} '
-                         f'({",".join(devices) or "none"}); lower profiles.<name>.gpus in '
+                         f'({",".join(devices) or "none"}); lower scales.<name>.gpus in '
                          f'pipeline/experiments.yaml or set {POOL_ENV}')
     directory.mkdir(parents=True, exist_ok=True)
     held: dict[str, int] = {}

@@ -410,3 +410,52 @@ def test_a_result_made_under_another_config_is_stale_not_a_number(tmp_path):
 def test_outputs_list_is_what_aggregate_writes(done):
     written = sorted(str(p.relative_to(done['out'])) for p in done['summary']['written'])
     assert written == sorted(ag.outputs())
+
+
+def _full_config(run: str, matrix: dict):
+    from mmengine.config import Config
+    return Config.fromfile(ROOT / 'configs' / f'{mx.runs(matrix)[run]["config"]}.py')
+
+
+def test_table5_footnotes_say_what_each_row_trains_and_are_true_of_its_run(done):
+    """a: LOCE's normed mask predictor; b: fine-tuned from LOCE's stage 1; c: balanced softmax
+    without the meta re-weighter. Each mark is where its claim holds of the row's run (its config
+    and its place in the matrix), on the row's paper line, and its text is in md, csv and tex."""
+    spec, matrix = PAPER['tables']['table5'], done['matrix']
+    runs, cells = mx.runs(matrix), cell_runs(matrix)
+    assert set(spec['footnotes']) == {'a', 'b', 'c'}
+    marked = {}
+    for key, row in spec['rows'].items():
+        run = cells.get(f'table5/{key}')
+        if '/' not in key or row.get('beyond_paper') or run is None:  # LOCE, added, cited
+            assert 'trains' not in row, key
+            continue
+        head = _full_config(run, matrix).model.roi_head
+        stage1 = runs[cells[f'table5/{row["block"]}']]['pretrain']  # LOCE's, of this block
+        claims = {'a': head.mask_head.get('predictor_cfg', {}).get('type') == 'NormedConv2d',
+                  'b': runs[run]['stage'] == 'finetune' and runs[run]['pretrain'] == stage1,
+                  'c': head.bbox_head.loss_cls.type == 'BalancedSoftmaxLoss'}
+        assert row.get('trains', []) == [m for m, holds in claims.items() if holds], key
+        marked[key] = row.get('trains', [])
+    assert {k for k, m in marked.items() if 'b' in m} == {'r50_v05/bags', 'r101_v1/bags',
+                                                          'r50_v05/balms'}
+    assert [k for k, m in marked.items() if 'c' in m] == ['r50_v05/balms']
+    assert not marked['r50_v1/seesaw'] and not marked['r101_v1/seesaw']  # their own Conv mask
+
+    md = (done['out'] / 'tables' / 'table5.md').read_text()
+    paper_lines = md_lines(done, 'table5', 'paper')
+    for (key, row), cells_ in zip(spec['rows'].items(), paper_lines):
+        marks = ','.join(row.get('trains', []))
+        assert cells_[0].endswith(f' <sup>{marks}</sup>') == bool(marks), key
+    for mark, text in spec['footnotes'].items():
+        assert f'\n<sup>{mark}</sup> {text}\n' in md
+    assert "not BALMS's 27.0" in spec['footnotes']['c'] and 'normed mask' in spec['footnotes']['a']
+    csv_rows = read_csv(done['out'] / 'tables' / 'table5.csv')
+    for rec in csv_rows:
+        row = spec['rows'][rec['row']]
+        assert rec['trains'] == ' '.join(f'({m}) {spec["footnotes"][m]}'
+                                         for m in row.get('trains', [])), rec['row']
+    tex = (done['out'] / 'tables' / 'table5.tex').read_text()
+    assert r'BAGS [13]\textsuperscript{a,b} & Mask R-CNN & R-50-FPN & LVIS v0.5' in tex
+    assert r'EQL v2 [21]$^{\dagger}$\textsuperscript{a} & Mask R-CNN & R-101-FPN' in tex
+    assert r"\textsuperscript{c}Balanced softmax without BALMS's meta re-weighter" in tex

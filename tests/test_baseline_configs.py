@@ -1,10 +1,12 @@
 """The Table 5 baseline configs (configs/baselines/, smoke twins in configs/smoke/): each loads and
 builds through the registry, carries its method's recipe (the RECIPES table below, which is also
-the list the experiment matrix is written from), keeps it in its smoke twin, scores with the
-right activation through the stock bbox head, and the decoupled ones train only the classifier
-on top of a stage-1 checkpoint."""
+the list the experiment matrix is written from) and its reference's hyper-parameters, keeps them
+in its smoke twin, scores with the right activation through the stock bbox head, and the
+decoupled ones train only the classifier on top of a stage-1 checkpoint. Every config's classifier
+bias starts where its reference starts it (-log 999 for a sigmoid classifier)."""
 import copy
 import functools
+import math
 import warnings
 from pathlib import Path
 
@@ -24,6 +26,7 @@ STAGE1 = {'r50_v1': 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1',
           'r101_v1': 'mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1',
           'r50_v05': 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5'}
 CLASSIFIER = ('roi_head.bbox_head.fc_cls', )
+EVERY_CONFIG = sorted(p for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
 
 
 def _recipe(block, method, loss, schedule, sampler='random', mask='NormedConv2d',
@@ -93,6 +96,16 @@ def _full(stem):
 
 def _twin(stem):
     return _config(CONFIGS / 'smoke' / f'{stem}-tiny.py')
+
+
+def _name(path):
+    return str(path.relative_to(CONFIGS))
+
+
+def _using(loss_type):
+    """Every config (full, ablation, smoke, proxy) whose bbox head trains with `loss_type`."""
+    return [p for p in EVERY_CONFIG
+            if _load(str(p)).model.roi_head.bbox_head.loss_cls.type == loss_type]
 
 
 def _build(cfg):
@@ -170,17 +183,6 @@ def test_full_config_follows_its_recipe(stem):
 
 
 def test_recipe_details_from_the_reference_code():
-    v1 = _full('eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1').model.roi_head
-    assert v1.bbox_head.loss_cls.lambda_ == 1.1e-3
-    v05 = _full('eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5').model.roi_head
-    assert v05.bbox_head.loss_cls.lambda_ == 1.77e-3
-    assert v05.bbox_head.init_cfg[0].bias_prob == 0.001
-    seesaw = _full('seesaw-loss_mask-rcnn_r101_fpn_random-ms-2x_lvis-v1').model.roi_head
-    assert (seesaw.bbox_head.loss_cls.p, seesaw.bbox_head.loss_cls.q) == (0.8, 2.0)
-    assert seesaw.bbox_head.cls_predictor_cfg.tempearture == 20
-    eqlv2 = _full('eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1').model.roi_head
-    assert (eqlv2.bbox_head.loss_cls.mu, eqlv2.bbox_head.loss_cls.alpha,
-            eqlv2.bbox_head.loss_cls.gamma) == (0.8, 4.0, 12)
     ecm = _full('ecm_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1')
     assert ecm.model.roi_head.bbox_head.loss_cls.fg_bg_ratio == 6.3313
     assert ecm.optim_wrapper.clip_grad.max_norm == 5
@@ -193,6 +195,78 @@ def test_recipe_details_from_the_reference_code():
     balms = _full('balms_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-22k_lvis-v0.5')
     assert balms.optim_wrapper.optimizer.lr == 0.02
     assert (balms.param_scheduler[0].end, balms.param_scheduler[0].start_factor) == (1000, 1e-3)
+
+
+def test_the_configs_found_by_their_loss_are_the_recipe_rows_and_their_twins():
+    for loss in ('EqualizationLoss', 'EqualizationLossV2', 'SeesawLoss'):
+        stems = [s for s in STEMS if RECIPES[s]['loss'] == loss]
+        assert sorted(map(_name, _using(loss))) == sorted(
+            [f'baselines/{s}.py' for s in stems] + [f'smoke/{s}-tiny.py' for s in stems])
+
+
+def _reference_loss(path):
+    init_default_scope('mmdet')
+    return MODELS.build(_config(path).model.roi_head.bbox_head.loss_cls)
+
+
+@pytest.mark.parametrize('path', _using('EqualizationLoss'), ids=_name)
+def test_every_eql_config_has_the_reference_threshold(path):
+    """eqlv2 configs/end2end/eql_r50_8x2_1x.py on v1, eql.detectron2 on v0.5."""
+    assert _reference_loss(path).lambda_ == (1.77e-3 if 'lvis-v0.5' in path.name else 1.1e-3)
+
+
+@pytest.mark.parametrize('path', _using('EqualizationLossV2'), ids=_name)
+def test_every_eqlv2_config_has_the_reference_hyper_parameters(path):
+    loss = _reference_loss(path)
+    assert (loss.mu, loss.alpha, loss.gamma) == (0.8, 4.0, 12)
+
+
+@pytest.mark.parametrize('path', _using('SeesawLoss'), ids=_name)
+def test_every_seesaw_config_has_the_reference_p_q_and_temperature(path):
+    loss = _reference_loss(path)
+    assert (loss.p, loss.q) == (0.8, 2.0)
+    assert _config(path).model.roi_head.bbox_head.cls_predictor_cfg.tempearture == 20
+
+
+def _bbox_head(path):
+    init_default_scope('mmdet')
+    head = MODELS.build(_config(path).model.roi_head.bbox_head)
+    if hasattr(head.loss_cls, 'set_class_statistics'):
+        _statistics(head.loss_cls, head.num_classes)
+    return head
+
+
+def _scores_each_class_alone(head):
+    """A sigmoid classifier: class 0's test-time score stays put when the other classes' logits
+    move (a softmax's moves with them)."""
+    loss = head.loss_cls
+    score = (loss.get_activation if getattr(loss, 'custom_activation', False)
+             else functools.partial(F.softmax, dim=1))
+    logits = torch.zeros(1, head.fc_cls.out_features)
+    moved = logits.clone()
+    moved[:, 1:head.num_classes] = 3.0
+    return torch.equal(score(logits)[:, 0], score(moved)[:, 0])
+
+
+def test_the_sigmoid_classifiers_are_found():
+    found = {RECIPES[s]['loss'] for s in STEMS
+             if _scores_each_class_alone(_bbox_head(CONFIGS / 'smoke' / f'{s}-tiny.py'))}
+    assert found == {'EqualizationLoss', 'EqualizationLossV2', 'BalancedSoftmaxLoss',
+                     'EffectiveClassMarginLoss'}
+
+
+@pytest.mark.parametrize('path', EVERY_CONFIG, ids=_name)
+def test_the_classifier_bias_starts_where_its_reference_starts_it(path):
+    """A sigmoid classifier at the prior probability 0.001 (as the EQL, EQL v2 and BALMS
+    reference code), else at 0: mmdet's default, kept by the softmax references and by ECM's
+    (janghyuncho/ECM-Loss r50_ecm_2x.py sets no bias prior for its cosine classifier)."""
+    head = _bbox_head(path)
+    head.init_weights()
+    sigmoid = _scores_each_class_alone(head)
+    ecm = type(head.loss_cls).__name__ == 'EffectiveClassMarginLoss'
+    expected = -math.log((1 - 0.001) / 0.001) if sigmoid and not ecm else 0.0
+    bias = head.fc_cls.bias.detach()
+    torch.testing.assert_close(bias, torch.full_like(bias, expected), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize('stem', STEMS)

@@ -71,6 +71,25 @@ def test_rare_classes_get_no_negative_gradient_from_other_foreground_rois():
     assert (z.grad[fg & (labels != 4), 4] > 0).all()
 
 
+def test_a_class_exactly_at_the_threshold_is_not_rare():
+    """The reference's T_lambda(f) = 1 for f < lambda: class 2, in exactly 1/16 of the images with
+    lambda = 1/16 (both exact in binary), keeps the negative gradients of other foreground RoIs."""
+    logits, labels, _, _ = _batch(seed=14)
+    counts, num_images = torch.tensor([1, 2, 64, 300, 9, 0, 120]), 1024
+    loss_fn = _loss(lambda_=1 / 16)  # classes 0, 1, 4 and 5 are rare, 2 is at the threshold
+    loss_fn.set_class_statistics(image_counts=counts, instance_counts=counts,
+                                 num_images=num_images)
+    z = logits.clone().requires_grad_(True)
+    loss = loss_fn(z, labels, avg_factor=len(z))
+    loss.backward()
+    expected, expected_grad = _by_hand(logits, labels, counts, num_images, 1 / 16)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(z.grad.double(), expected_grad, rtol=1e-5, atol=1e-8)
+    other_fg = (labels < NUM_CLASSES) & (labels != 2)
+    assert other_fg.sum() >= 3 and (z.grad[other_fg, 2] > 0).all()
+    assert (z.grad[other_fg & (labels != 4), 4] == 0).all()  # rare
+
+
 def test_a_loss_without_frequencies_refuses_to_train():
     logits, labels, _, _ = _batch()
     with pytest.raises(RuntimeError, match='ClassStatisticsHook'):

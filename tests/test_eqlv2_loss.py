@@ -114,13 +114,17 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+STEPS = (0, 1)
+
+
 def _worker(rank, port, results):
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,
                             world_size=2)
     try:
         for loss_type in ('EqualizationLossV2', 'EQLV2Loss'):
             loss_fn = MODELS.build(dict(type=loss_type, num_classes=NUM_CLASSES))
-            loss_fn(*_batch(30 + rank, num=11 + 5 * rank))
+            for step in STEPS:
+                loss_fn(*_batch(30 + 10 * step + rank, num=11 + 5 * rank))
             results[(loss_type, rank)] = loss_fn.pos_neg.clone()
     finally:
         dist.destroy_process_group()
@@ -135,11 +139,14 @@ def two_ranks():
 
 @pytest.mark.parametrize('loss_type', BOTH)
 def test_two_ranks_reweigh_with_the_statistics_of_both_batches(two_ranks, loss_type):
-    """As the original, which all-reduces the statistics at every step."""
-    logits = torch.cat([_batch(30, 11)[0], _batch(31, 16)[0]])
-    labels = torch.cat([_batch(30, 11)[1], _batch(31, 16)[1]])
-    _, _, pos, neg = _by_hand(logits, labels, torch.zeros(NUM_CLASSES, dtype=torch.float64),
-                              torch.zeros(NUM_CLASSES, dtype=torch.float64))
+    """As the original, which all-reduces each step's statistics (not the running totals) at
+    every step: after two steps both ranks hold the statistics of all four batches, the second
+    pair reweighed by the first."""
+    pos = neg = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    for step in STEPS:
+        batches = [_batch(30 + 10 * step + rank, num=11 + 5 * rank) for rank in (0, 1)]
+        logits, labels = (torch.cat(parts) for parts in zip(*batches))
+        _, _, pos, neg = _by_hand(logits, labels, pos, neg)
     for rank in (0, 1):
         torch.testing.assert_close(two_ranks[(loss_type, rank)].double(), pos / (neg + 1e-10),
                                    rtol=1e-5, atol=1e-6)

@@ -10,7 +10,7 @@ from mmdet.registry import MODELS
 from mmengine.registry import init_default_scope
 
 import loce.models  # noqa: F401  (registers GroupSoftmaxLoss)
-from loce.models.group_softmax_loss import group_layout, sample_others
+from loce.models.group_softmax_loss import group_layout
 
 COUNTS = [5, 1000, 12, 0, 150, 99, 9, 3000, 100, 10]  # instances per class, unsorted
 NUM_CLASSES = len(COUNTS)
@@ -90,16 +90,68 @@ def test_value_and_gradient_match_bags_by_hand():
     torch.testing.assert_close(z.grad.double(), expected_grad, rtol=1e-5, atol=1e-8)
 
 
-def test_others_are_sampled_at_beta_per_positive_without_replacement():
-    torch.manual_seed(42)
-    label = torch.zeros(40, dtype=torch.long)
-    label[[3, 17]] = torch.tensor([1, 2])
-    weight = sample_others(label, beta=8)
-    assert weight.sum() == 2 + 16 and weight[[3, 17]].tolist() == [1, 1]
-    assert set(weight.tolist()) <= {0.0, 1.0}
-    assert sample_others(torch.zeros(9, dtype=torch.long), beta=8).sum() == 0
-    few = torch.tensor([1, 0, 0, 2, 0])
-    assert sample_others(few, beta=8).tolist() == [1.0] * 5
+def _block_labels(labels):
+    """Per foreground group: (first channel, width, label within the group: 0 for "others")."""
+    members, starts, _ = _groups_by_hand()
+    return [(starts[g], len(classes) + 1,
+             torch.tensor([1 + classes.index(c) if c in classes else 0 for c in labels.tolist()]))
+            for g, classes in enumerate(members)]
+
+
+def test_with_others_sampled_away_value_and_gradient_match_bags_by_hand():
+    """beta = 1: a group with p positives counts p of its "others" RoIs, drawn without
+    replacement, not all of them. With the others made alike in each group's block, the group's
+    loss is (sum of its positives' CE + p CE_others) / 2p whichever are drawn, and exactly p
+    others get the gradient (softmax - one-hot) / 2p."""
+    logits, labels = _batch()
+    z = logits.clone()
+    blocks = _block_labels(labels)
+    for first, width, label in blocks:
+        others = (label == 0).nonzero().flatten()
+        z[others, first:first + width] = z[others[0], first:first + width]
+    x = z.clone().requires_grad_(True)
+    torch.manual_seed(46)
+    loss = _loss(beta=1)(x, labels, torch.ones(len(z)), avg_factor=len(z))
+    loss.backward()
+    rois = torch.arange(len(z))
+    bg = z[:, -2:].double()
+    expected = -bg.log_softmax(1)[rois, (labels == NUM_CLASSES).long()].mean()
+    sampled_away = 0
+    for first, width, label in blocks:
+        block, grad = z[:, first:first + width].double(), x.grad[:, first:first + width].double()
+        positive = label > 0
+        num_pos, num_others = int(positive.sum()), int((~positive).sum())
+        if num_pos == 0:
+            assert (grad == 0).all()
+            continue
+        drawn = min(num_pos, num_others)
+        sampled_away += num_others - drawn
+        ce = -block.log_softmax(1)[rois, label]
+        expected = expected + (ce[positive].sum() + drawn * ce[~positive][0]) / (num_pos + drawn)
+        step = (block.softmax(1) - torch.eye(width, dtype=torch.float64)[label]) / (num_pos + drawn)
+        counted = (grad != 0).any(1)
+        assert int((counted & ~positive).sum()) == drawn and counted[positive].all()
+        torch.testing.assert_close(grad[counted], step[counted], rtol=1e-5, atol=1e-7)
+    assert sampled_away > 10
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(x.grad[:, -2:].double(), (bg.softmax(1) - torch.eye(
+        2, dtype=torch.float64)[(labels == NUM_CLASSES).long()]) / len(z), rtol=1e-5, atol=1e-8)
+
+
+def test_forward_draws_beta_others_per_positive_without_replacement():
+    """Through forward, the RoIs that get a gradient in a group's block: its positives and beta
+    (8) times as many distinct others, all of them if there are fewer, none without a positive."""
+    labels = torch.full((40, ), NUM_CLASSES)
+    labels[:3] = torch.tensor([0, 3, 2])  # 2 positives of group 0, 1 of group 1
+    labels[3:8] = 4  # 5 positives of group 2: 40 others wanted, 35 there
+    expected = [2 + 16, 1 + 8, 40, 0]  # group 3 (classes 1 and 7) has no positive
+    for seed in (47, 48):
+        torch.manual_seed(seed)
+        x = (torch.randn(40, NUM_CLASSES + 1 + 5) * 2).requires_grad_(True)
+        _loss(beta=8)(x, labels).backward()
+        counted = [int((x.grad[:, first:first + width] != 0).any(1).sum())
+                   for first, width, _ in _block_labels(labels)]
+        assert counted == expected
 
 
 def test_test_time_scores_through_a_stock_bbox_head():

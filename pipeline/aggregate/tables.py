@@ -13,7 +13,8 @@ from .. import matrix as mx
 TABLES = ('table1', 'table2', 'table3', 'table4', 'table5')
 FORMATS = ('md', 'csv', 'tex')
 CSV_FIELDS = ('table', 'row', 'label', 'run', 'status', 'metric', 'task', 'coco_metric', 'paper',
-              'mean', 'std', 'n', 'n_expected', 'delta')
+              'mean', 'std', 'n', 'n_expected', 'delta', 'trains', 'released_name', 'released',
+              'released_delta')
 # How the non-numeric cells are spelled in each format.
 WORDS = {'md': dict(none='—', delta='Δ', pm=' ± ', minus='-', n='n={}'),
          'tex': dict(none='---', delta=r'$\Delta$', pm=r' $\pm$ ', minus='$-$', n='$n={}$')}
@@ -90,10 +91,13 @@ def _param_cell(table: dict, row: dict, param: dict, fmt: str) -> str:
     if key == 'method':
         text = value + (f' [{row["ref"]}]' if 'ref' in row else '')
         notes = ''.join(row.get('notes', []))
+        marks = ','.join(row.get('trains', []))
         if fmt == 'md':
-            return text + (f' {notes}' if notes else '')
+            return (text + (f' {notes}' if notes else '')
+                    + (f' <sup>{marks}</sup>' if marks else ''))
         tex_notes = notes.replace('†', r'\dagger')
-        return _tex_escape(text) + (f'$^{{{tex_notes}}}$' if notes else '')
+        return (_tex_escape(text) + (f'$^{{{tex_notes}}}$' if notes else '')
+                + (rf'\textsuperscript{{{marks}}}' if marks else ''))
     if value is None:  # a parameter an added row does not have
         return ''
     return str(value) if fmt == 'md' else _tex_escape(str(value))
@@ -119,6 +123,40 @@ def _delta_cell(delta: float | None, fmt: str) -> str:
     return signed(delta).replace('-', WORDS[fmt]['minus'])
 
 
+def released_cells(summary: dict) -> dict[str, dict]:
+    """'table1/loce' -> {name, values, delta} of the authors' released weights evaluated at this
+    scale (pipeline/released.py), for the cells their `released` entry names; Δ = released −
+    paper, the first check of a reproduction (our evaluation and model on their weights)."""
+    from .. import records
+    from ..released import metrics_path
+
+    paper, out = summary['paper'], {}
+    results_dir = summary.get('results_dir') or mx.results_dir(summary['scale'])
+    for name, spec in summary['matrix'].get('released', {}).items():
+        path = metrics_path(summary['scale'], name, results_dir)
+        for cell in spec['tables'] if path.is_file() else []:
+            table, _, row = cell.partition('/')
+            if row not in paper['tables'].get(table, {}).get('rows', {}):
+                raise ValueError(f'experiments.yaml: released model {name!r} fills {cell}, '
+                                 'which paper.yaml does not have; fix the cell name')
+            values = records.load_metrics(path, name, None, paper)['values']
+            paper_row = paper['tables'][table]['rows'][row]
+            delta = {c: None if None in (v, paper_row.get(c)) else v - paper_row[c]
+                     for c, v in values.items()}
+            out[cell] = dict(name=name, values=values, delta=delta)
+    return out
+
+
+def _released_lines(rec: dict, columns: list[str], blank: list[str], fmt: str) -> list[list]:
+    """The released weights' line and its Δ to the paper, between paper and reproduced."""
+    rel, words = rec['released'], WORDS[fmt]
+    name = f' `{rel["name"]}`' if fmt == 'md' else ''
+    values = ['n/a' if rel['values'][c] is None else f'{rel["values"][c]:.2f}' for c in columns]
+    return [blank + [f'released weights{name}'] + values,
+            blank + [f'{words["delta"]} released'] + [_delta_cell(rel['delta'][c], fmt)
+                                                     for c in columns]]
+
+
 def _lines(table: str, paper: dict, records: list[dict], fmt: str) -> list[list[list[str]]]:
     """Per paper row, its lines: paper numbers, the reproduced numbers, and Δ when there are any.
 
@@ -133,6 +171,8 @@ def _lines(table: str, paper: dict, records: list[dict], fmt: str) -> list[list[
         blank = [''] * len(params)
         lines = [params + ['paper'] + [words['none'] if rec['row'].get(c) is None
                                        else f'{rec["row"][c]:.1f}' for c in columns]]
+        if rec.get('released'):
+            lines += _released_lines(rec, columns, blank, fmt)
         run = f' `{rec["run"]}`' if fmt == 'md' else ''
         row_n = len(rec['seeds_found'])
         if rec['status'] == 'paper-only':
@@ -164,6 +204,18 @@ def _note(scale: str, results: dict, fmt: str) -> str:
             'line, a row beyond the paper; ``n/a\'\': undefined in every seed.')
 
 
+def _footnotes(spec: dict, fmt: str) -> list[str]:
+    """What the marked rows train where their references' recipes differ."""
+    if fmt == 'md':
+        return [f'<sup>{mark}</sup> {text}' for mark, text in spec.get('footnotes', {}).items()]
+    return [rf'\textsuperscript{{{mark}}}{_tex_escape(text)}'
+            for mark, text in spec.get('footnotes', {}).items()]
+
+
+def _trains(spec: dict, row: dict) -> str:
+    return ' '.join(f'({mark}) {spec["footnotes"][mark]}' for mark in row.get('trains', []))
+
+
 def render_md(table: str, paper: dict, records: list[dict], scale: str, results: dict) -> str:
     spec = paper['tables'][table]
     header = [p['md'] for p in spec['params']] + [''] + [c['md'] for c in paper['columns'].values()]
@@ -173,7 +225,8 @@ def render_md(table: str, paper: dict, records: list[dict], scale: str, results:
              '|' + '|'.join(align) + '|']
     for group in _lines(table, paper, records, 'md'):
         lines += ['| ' + ' | '.join(cells) + ' |' for cells in group]
-    return '\n'.join(lines) + '\n'
+    footnotes = _footnotes(spec, 'md')
+    return '\n'.join(lines + ([''] + footnotes if footnotes else [])) + '\n'
 
 
 def _tex_escape(text: str) -> str:
@@ -201,7 +254,8 @@ def render_tex(table: str, paper: dict, records: list[dict], scale: str, results
         elif i:
             lines.append(r'\addlinespace')
         lines += [' & '.join(cells) + r' \\' for cells in group]
-    caption = f'{spec["caption_tex"]} {_note(scale, results, "tex")}'
+    caption = ' '.join([spec['caption_tex'], *_footnotes(spec, 'tex'),
+                        _note(scale, results, 'tex')])
     lines += [r'\bottomrule', r'\end{tabular}', r'\caption{' + caption + '}',
               rf'\label{{tab:loce-{table}}}', r'\end{table}']
     return '\n'.join(lines) + '\n'
@@ -216,20 +270,31 @@ def render_csv(table: str, paper: dict, records: list[dict]) -> str:
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator='\n')
     writer.writeheader()
     for rec in records:
+        trains = _trains(paper['tables'][table], rec['row'])
         for column, spec in paper['columns'].items():
             m = rec['metrics'][column]
             writer.writerow(dict(table=table, row=rec['key'], label=rec['row']['label'],
                                  run=rec['run'] or '', status=rec['status'], metric=column,
                                  task=spec['task'], coco_metric=spec['metric'],
                                  paper=csv_number(m['paper']), mean=csv_number(m['mean']), std=csv_number(m['std']),
-                                 n=m['n'], n_expected=rec['n_expected'], delta=csv_number(m['delta'])))
+                                 n=m['n'], n_expected=rec['n_expected'],
+                                 delta=csv_number(m['delta']), trains=trains,
+                                 **_released_csv(rec.get('released'), column)))
     return buf.getvalue()
+
+
+def _released_csv(rel: dict | None, column: str) -> dict:
+    if not rel:
+        return dict(released_name='', released='', released_delta='')
+    return dict(released_name=rel['name'], released=csv_number(rel['values'][column]),
+                released_delta=csv_number(rel['delta'][column]))
 
 
 def render_all(summary: dict) -> dict[str, str]:
     """tables/<table>.<md|csv|tex> -> text, for every table."""
-    out = {}
+    out, released = {}, released_cells(summary)
     for table, records in summary['tables'].items():
+        records = [dict(rec, released=released.get(f'{table}/{rec["key"]}')) for rec in records]
         args = (table, summary['paper'], records)
         out[f'tables/{table}.md'] = render_md(*args, summary['scale'], summary['results'])
         out[f'tables/{table}.csv'] = render_csv(*args)

@@ -1,6 +1,6 @@
 """Synthetic tiny LVIS: an offline, seeded, long-tailed dataset in LVIS v1 and v0.5 format.
 
-Why it exists: the smoke profile must run the whole pipeline (train, fine-tune, LVIS evaluation,
+Why it exists: the smoke scale must run the whole pipeline (train, fine-tune, LVIS evaluation,
 per-class analysis) on CPU in minutes, and the long-tail effect LOCE corrects must really show
 up. So every category is a (shape, colour) pair laid out on a grid: the diagonal cells
 (red square, green triangle, ...) are the head classes, and every other cell shares its shape
@@ -34,7 +34,6 @@ from PIL import Image, ImageDraw
 from .. import atomic
 
 COCO_HOST = 'http://images.cocodataset.org/'
-SMOKE_ROOT = 'data/smoke'  # the smoke configs' data roots are data/smoke/lvis_v1/ and lvis_v0.5/
 RARE_MAX_IMAGES = 10  # LVIS: rare = 1-10 train images, common = 11-100, frequent = more
 COMMON_MAX_IMAGES = 100
 HEAD_MIN_IMAGES = 111  # planned floor of head classes, kept clear of the 100-image boundary
@@ -76,7 +75,7 @@ MAX_CATEGORIES = len(SHAPES) * len(COLOURS)
 
 
 def smoke_settings():
-    """Keyword arguments of `synthesize` for the smoke profile (300 train / 60 val images at
+    """Keyword arguments of `synthesize` for the smoke scale (300 train / 60 val images at
     128 px, 16 categories: 4 head, 6 middle, 6 tail), kept in one place so the CLI, configs and
     tests agree on it."""
     return dict(num_train=300, num_val=60, image_size=128, num_categories=16,

@@ -6,6 +6,7 @@ rule aggregate:
     input:
         metrics=per_run(METRICS, RUNS),
         analysis=per_run(ANALYSIS, mx.analysed_runs(MATRIX, SCALE)),
+        released=[RELEASED_METRICS.format(scale=SCALE, name=name) for name in RELEASED],
         paper="pipeline/paper.yaml",
     output:
         AGGREGATE_OUTPUTS,

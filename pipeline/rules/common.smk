@@ -14,6 +14,7 @@ from snakemake.utils import validate
 
 from pipeline import matrix as mx
 from pipeline import provenance, runconfig
+from pipeline import released as released_models
 from pipeline.aggregate import outputs as aggregate_outputs
 
 validate(config, "../schemas/snakemake.schema.yaml")

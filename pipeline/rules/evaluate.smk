@@ -31,3 +31,30 @@ rule analyse:
     shell:
         ON_GPU + CLI + (" --threads {threads}" if GPUS else "") + " analyse --scale {wildcards.scale}"
         " --run {wildcards.run} --seed {wildcards.seed} > {log} 2>&1"
+
+
+# The authors' released checkpoints (pipeline/released.py), at the full scale: one job per file
+# downloaded to its place (experiments.yaml `released`: file); a file not there is no job.
+RELEASED = released_models.present(MATRIX, SCALE)
+RELEASED_METRICS = rel(released_models.metrics_path("{scale}", "{name}"))
+
+
+rule released:
+    input:
+        checkpoint=lambda wildcards: MATRIX["released"][wildcards.name]["file"],
+        config=lambda wildcards: rel(
+            mx.config_path(MATRIX, SCALE, MATRIX["released"][wildcards.name]["config"])
+        ),
+        code=[FINGERPRINTS["evaluate"], "pipeline/released.py"],
+    output:
+        RELEASED_METRICS,
+    log:
+        "work/{scale}/logs/released/{name}/evaluate.log",
+    wildcard_constraints:
+        name="|".join(map(re.escape, MATRIX.get("released", {}))),
+    threads: CPU_THREADS if GPUS == 0 else 8
+    resources:
+        gpu=min(GPUS, 1),
+    shell:
+        ON_GPU + CLI + (" --threads {threads}" if GPUS else "") + " evaluate --scale {wildcards.scale}"
+        " --released {wildcards.name} --checkpoint {input.checkpoint} > {log} 2>&1"

@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import matrix as mx
+from . import records, runlock
 
 
 def _seeds(args, run=None) -> list[int]:
-    """--seed, or every seed the run trains at the scale."""
-    if args.seed is not None:
-        return [args.seed]
-    return mx.run_seeds(mx.load(), args.scale, run or args.run)
+    """--seed, or every seed the run trains at the scale. A seed the matrix does not list for
+    the run is refused (a typo would train a run no table reads) unless --unlisted-seed says it
+    is on purpose."""
+    run = run or args.run
+    matrix = mx.load()
+    mx.run_spec(matrix, run, args.scale)
+    listed = mx.run_seeds(matrix, args.scale, run)
+    if args.seed is None:
+        return listed
+    if args.seed not in listed and not args.unlisted_seed:
+        raise SystemExit(f'--seed {args.seed}: the {args.scale} scale runs {run} with seed(s) '
+                         f'{", ".join(map(str, listed))} ({mx.MATRIX_FILE.name}); give one of '
+                         'them, or add --unlisted-seed for a scratch run that fills no table')
+    return [args.seed]
 
 
 def _cfg_options(pairs: list[str]) -> dict:
@@ -42,11 +56,46 @@ def _resolve(args):
             print(f'{mx.rel(path)} {sha[:12]}')
 
 
+def _rank(launcher: str) -> int:
+    """This process's rank before the process group exists (torchrun sets RANK, srun
+    SLURM_PROCID): rank 0 alone takes the run's lock, the others follow it."""
+    if launcher == 'none':
+        return 0
+    return int(os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or 0)
+
+
+def _rerun(args, seed: int) -> str:
+    """What rerunning a stopped training does: resume from its newest checkpoint if it wrote one
+    (train skips one it cannot load), else start afresh."""
+    from .train import CHECKPOINT_NAME
+    work = mx.work_dir(args.scale, args.run, seed)
+    found = sorted((int(m.group(2)), p) for p in work.glob('*.pth')
+                   if (m := CHECKPOINT_NAME.match(p.name)))
+    command = f'`python -m pipeline {shlex.join(args.argv)}`'
+    if found:
+        return f'{command} resumes from the last checkpoint, {mx.rel(found[-1][1])}'
+    return f'{mx.rel(work)} has no checkpoint yet, so {command} starts afresh'
+
+
 def _train(args):
     from .train import train
+    from .train_hooks import SIGTERM_EXIT
     options = _cfg_options(args.cfg_options)
     for seed in _seeds(args):
-        train(args.scale, args.run, seed, launcher=args.launcher, cfg_options=options)
+        lock = runlock.held(args.scale, args.run, seed) if _rank(args.launcher) == 0 \
+            else nullcontext()
+        with lock:
+            try:
+                train(args.scale, args.run, seed, launcher=args.launcher, cfg_options=options)
+            except KeyboardInterrupt:
+                print(f'[train] {args.run} seed {seed} interrupted (Ctrl-C); '
+                      f'{_rerun(args, seed)}', file=sys.stderr)
+                return 130
+            except SystemExit as stop:  # the log's SIGTERM line cannot know if one was written
+                if stop.code == SIGTERM_EXIT:
+                    print(f'[train] {args.run} seed {seed} stopped by SIGTERM; '
+                          f'{_rerun(args, seed)}', file=sys.stderr)
+                raise
 
 
 def _evaluate(args):
@@ -72,7 +121,11 @@ def _analyse(args):
 
 def _aggregate(args):
     from .aggregate import aggregate
-    aggregate(args.scale)
+    done = aggregate(args.scale)
+    missing = (f'; {len(done["missing"])} expected result files missing or stale (listed in '
+               'REPORT.md)' if done['missing'] else '')
+    print(f'[aggregate] {args.scale}: wrote {len(done["written"])} files (tables/, figures/, '
+          f'REPORT.md) under {mx.rel(mx.results_dir(args.scale))}{missing}')
 
 
 def _compare(args):
@@ -97,12 +150,53 @@ def _data(args):
     else:
         from .data.fetch import fetch
         fetch(root)
+    subsets = ''
     if 'finetune_images' in spec:
         from .data.subset import subset
         for dataset in matrix['datasets']:
             subset(mx.annotation_file(matrix, args.scale, dataset, 'train'),
                    mx.annotation_file(matrix, args.scale, dataset, 'finetune'),
                    num_images=spec['finetune_images'], seed=0)
+        subsets = (f', with fine-tune subsets of {spec["finetune_images"]} images '
+                   f'(annotations/*_train_finetune.json)')
+    how = 'synthesized' if spec['data'] == 'synthesize' else 'fetched and verified'
+    print(f'[data] {args.scale}: {how} {", ".join(matrix["datasets"])} under {mx.rel(root)}'
+          f'{subsets}')
+
+
+def _size(size: float) -> str:
+    """Bytes as `du -h` shows them."""
+    for unit in ('B', 'KB', 'MB', 'GB'):
+        if size < 1024:
+            break
+        size /= 1024
+    else:
+        unit = 'TB'
+    return f'{size:.0f} B' if unit == 'B' else f'{size:.1f} {unit}'
+
+
+def _clean(args):
+    """The work dirs train set aside (made under another config, code or data: they are kept,
+    never reused), listed with their sizes; removed only with --yes."""
+    mx.scale(mx.load(), args.scale)
+    found = sorted((mx.ROOT / 'work' / args.scale).glob('*/seed*.stale-*'))
+    if not found:
+        print(f'[clean] no set-aside work dirs under work/{args.scale}')
+        return
+    sizes = {}
+    for path in found:  # hard links (final.pth is one) counted once, as du counts them
+        files = {(f.stat().st_dev, f.stat().st_ino): f.stat().st_size
+                 for f in path.rglob('*') if f.is_file() and not f.is_symlink()}
+        sizes[path] = sum(files.values())
+        print(f'{_size(sizes[path]):>10}  {mx.rel(path)}')
+    total = f'{len(found)} set-aside work dirs, {_size(sum(sizes.values()))}'
+    if not args.yes:
+        print(f'[clean] dry run, nothing removed: {total}; `python -m pipeline clean --scale '
+              f'{args.scale} --yes` removes them')
+        return
+    for path in found:
+        shutil.rmtree(path)
+    print(f'[clean] removed {total}')
 
 
 def _synthesize(args):
@@ -153,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--scale', required=True)
     s.add_argument('--run', default=None, help='default: every run of the matrix')
     s.add_argument('--seed', type=int, default=None, help='default: every seed of the scale')
+    s.add_argument('--unlisted-seed', action='store_true',
+                   help='accept a --seed the matrix does not list for the run')
     s.set_defaults(func=_resolve)
 
     for name, func, text in (('train', _train, 'train one run (pretrain or fine-tune), resumable'),
@@ -162,6 +258,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument('--scale', required=True)
         s.add_argument('--run', required=name != 'evaluate')
         s.add_argument('--seed', type=int, default=None, help='default: every seed of the scale')
+        s.add_argument('--unlisted-seed', action='store_true',
+                       help="accept a --seed the matrix does not list for the run (a scratch "
+                            'run; it fills no table)')
         if name == 'evaluate':
             s.add_argument('--released', metavar='NAME', default=None,
                            help="instead of a run: the authors' released model NAME "
@@ -191,6 +290,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--allow-dirty', action='store_true',
                    help='publish results made on uncommitted code')
     s.set_defaults(func=_publish)
+
+    s = sub.add_parser('clean', help='list the work dirs train set aside (*.stale-*) with their '
+                                     'sizes; remove them with --yes')
+    s.add_argument('--scale', required=True)
+    s.add_argument('--yes', action='store_true', help='remove them (default: only list them)')
+    s.set_defaults(func=_clean)
     return p
 
 
@@ -198,19 +303,31 @@ SERVED = ('train', 'evaluate', 'analyse')  # the stages a fork server may run (p
 
 
 def main(argv=None) -> int:
+    """Errors the CLI can explain end in one line: SystemExit messages, a result file that
+    cannot be read (records.RecordError names it and the fix) and Ctrl-C (exit 130, as a
+    shell reports SIGINT); anything else keeps its traceback, being a bug to report."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser().parse_args(argv)
-    if getattr(args, 'scale', None):
-        from . import determinism
-        spec = mx.scale(mx.load(), args.scale)
-        if args.stage in SERVED and 'torch' not in sys.modules:
-            from .forkserver import call
-            code = call(argv, determinism.pinned_env(spec, args.threads, args.scale))
-            if code is not None:
-                return code
-        determinism.apply(spec, threads=args.threads, scale_name=args.scale)
-    os.chdir(mx.ROOT)
-    return args.func(args) or 0
+    args.argv = argv
+    try:
+        if getattr(args, 'scale', None) and args.stage != 'clean':  # clean computes nothing
+            from . import determinism
+            spec = mx.scale(mx.load(), args.scale)
+            if args.stage in SERVED and 'torch' not in sys.modules:
+                from .forkserver import call
+                code = call(argv, determinism.pinned_env(spec, args.threads, args.scale))
+                if code is not None:
+                    return code
+            determinism.apply(spec, threads=args.threads, scale_name=args.scale)
+        os.chdir(mx.ROOT)
+        return args.func(args) or 0
+    except records.RecordError as err:
+        print(f'[{args.stage}] {err}', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f'[{args.stage}] interrupted (Ctrl-C); rerun `python -m pipeline '
+              f'{shlex.join(argv)}` to do it again', file=sys.stderr)
+        return 130
 
 
 if __name__ == '__main__':

@@ -142,7 +142,7 @@ def serve(socket_path: str, scale: str) -> None:
             server.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: main()'s line
             _child(conn, call, fds, pin)
         conn.close()
         for fd in fds:

@@ -22,7 +22,7 @@ def load(path: Path | str = MATRIX_FILE) -> dict:
     try:
         matrix = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise SystemExit(f'{path}: not valid YAML: {err}') from err
+        raise SystemExit(_yaml_error(path, err)) from None
     try:
         jsonschema.validate(matrix, yaml.safe_load(SCHEMA_FILE.read_text()))
     except jsonschema.ValidationError as err:
@@ -30,6 +30,16 @@ def load(path: Path | str = MATRIX_FILE) -> dict:
         raise SystemExit(f'{path}: {where}: {err.message}') from err
     _check_references(matrix, path)
     return matrix
+
+
+def _yaml_error(path: Path, err: Exception) -> str:
+    """`FILE:LINE:COLUMN: problem`, as compilers and yamllint say it: PyYAML parsing a string
+    names it "<unicode string>", and its message spans several lines."""
+    mark = getattr(err, 'problem_mark', None)
+    where = f'{path}:{mark.line + 1}:{mark.column + 1}' if mark else str(path)
+    what = ': '.join(filter(None, (getattr(err, 'context', None),
+                                   getattr(err, 'problem', None)))) or str(err)
+    return f'{where}: not valid YAML ({what}); fix it there'
 
 
 def _check_references(matrix: dict, path: Path) -> None:

@@ -10,20 +10,27 @@ with.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
 from pathlib import Path
 
 from . import matrix as mx
+from . import records
 
 TASKS = ('bbox', 'segm')
 SCORE_TOLERANCE = 0.05  # Figure 4's mean scores and accuracies, where the comparison is not exact
 
 
-def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read(kind: str, path: Path, run: str, seed: int) -> dict | None:
+    """The record, checked as the aggregate checks it: a malformed one stops the comparison with
+    a message naming the file (records.RecordError), never a traceback from deep inside it."""
+    if not path.is_file():
+        return None
+    record = records.read_json(path)
+    check = records.check_metrics if kind == 'metrics' else records.check_analysis
+    check(record, path, run, seed)
+    return record
 
 
 def inexact_because(*records: dict) -> str | None:
@@ -70,8 +77,8 @@ def differences(scale: str, fresh_root: Path | None = None,
     for run in mx.runs_at(matrix, scale):
         for seed in mx.run_seeds(matrix, scale, run):
             for kind, where in (('metrics', mx.metrics_path), ('analysis', mx.analysis_path)):
-                ours = _read(where(scale, run, seed, fresh_root))
-                theirs = _read(where(scale, run, seed, published_root))
+                ours = _read(kind, where(scale, run, seed, fresh_root), run, seed)
+                theirs = _read(kind, where(scale, run, seed, published_root), run, seed)
                 if ours is None and theirs is None:
                     continue
                 if ours is None or theirs is None:
@@ -138,8 +145,8 @@ def publish(scale: str, allow_dirty: bool = False) -> Path:
     if missing:
         raise SystemExit(f'{mx.rel(src)}: {len(missing)} result files are missing (first: '
                          f'{missing[0]}); finish the pipeline before publishing')
-    records = {p: json.loads(p.read_text()) for p in src.rglob('*.json')}
-    dirty = [p for p, r in records.items() if (r.get('provenance') or {}).get('git_dirty')]
+    made = {p: records.read_json(p) for p in src.rglob('*.json')}
+    dirty = [p for p, r in made.items() if (r.get('provenance') or {}).get('git_dirty')]
     if dirty and not allow_dirty:
         raise SystemExit(f'{mx.rel(dirty[0])} and {len(dirty) - 1} more were made on uncommitted '
                          'code; commit, rerun, then publish (or pass --allow-dirty)')

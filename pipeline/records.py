@@ -24,6 +24,11 @@ SCORE_FIELDS = ('mean_score', 'accuracy', 'accuracy_fg')
 FREQUENCIES = ('r', 'c', 'f')
 
 
+class RecordError(ValueError):
+    """A metrics or analysis file that cannot be used; its message names the file and the fix,
+    so the CLI prints it alone (pipeline/__main__.py), without a traceback."""
+
+
 def defined(value) -> float | None:
     """A number, or None where it is undefined: None, NaN (JSON has none), or LVIS's -1."""
     if value is None:
@@ -71,17 +76,17 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f'{path}: malformed JSON ({err}); delete it and re-run the stage that '
+        raise RecordError(f'{path}: malformed JSON ({err}); delete it and re-run the stage that '
                          'writes it') from err
     if not isinstance(data, dict):
-        raise ValueError(f'{path}: expected a JSON object; delete it and re-run the stage that '
+        raise RecordError(f'{path}: expected a JSON object; delete it and re-run the stage that '
                          'writes it')
     return data
 
 
 def _require(ok: bool, path: Path, what: str) -> None:
     if not ok:
-        raise ValueError(f'{path}: {what}; delete it and re-run the stage that writes it')
+        raise RecordError(f'{path}: {what}; delete it and re-run the stage that writes it')
 
 
 def _metric_value(value, path: Path, where: str) -> float | None:

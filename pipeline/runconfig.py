@@ -16,6 +16,7 @@ import functools
 import json
 import os
 import re
+import reprlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,6 +70,8 @@ def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | N
     cfg = copy.deepcopy(_parsed(path, path.stat().st_mtime_ns))
     relocate_data(cfg, mx.data_root(matrix, scale, spec['dataset']))
     merge_checked(cfg, spec['options'], f'{mx.rel(mx.MATRIX_FILE)}: options of run {run!r}')
+    if spec['pretrain'] and 'load_from' in (cfg_options or {}):
+        raise SystemExit(_load_from_refused(matrix, scale, run, seed))
     merge_checked(cfg, cfg_options or {}, '--cfg-options')
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
     cfg.work_dir = mx.rel(mx.work_dir(scale, run, seed))
@@ -78,6 +81,17 @@ def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | N
         cfg.pretrain_config_sha256 = config_sha256(
             resolve(matrix, scale, spec['pretrain'], parent_seed))
     return cfg
+
+
+def _load_from_refused(matrix: dict, scale: str, run: str, seed: int) -> str:
+    """Refused rather than honoured: a fine-tune is tied to its pretrain run's config (train
+    checks the parent's identity), so weights from elsewhere would break that chain."""
+    parent = mx.run_spec(matrix, run)['pretrain']
+    weights = mx.checkpoint(scale, parent, mx.pretrain_seed(matrix, scale, seed))
+    return (f'--cfg-options load_from: {run!r} is a fine-tune run; the pipeline sets its '
+            f'load_from to the weights of pretrain run {parent!r} ({mx.rel(weights)}). To '
+            'start from another checkpoint, add a pretrain run that makes it and name that run '
+            f'in `pretrain:` of a fine-tune run in {mx.rel(mx.MATRIX_FILE)}')
 
 
 def config_sha256(cfg) -> str:
@@ -138,12 +152,42 @@ def key_paths(node, prefix: str = '') -> list[str]:
     return paths
 
 
+def _kind(value) -> str | None:
+    """What an override of a key holding `value` must be (None: anything goes)."""
+    for kind, types in (('bool', bool), ('int', int), ('float', float), ('str', str),
+                        ('list', (list, tuple)), ('dict', dict)):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _value_at(tree, key: str):
+    for part in key.split('.'):
+        tree = tree[int(part)] if isinstance(tree, (list, tuple)) else tree[part]
+    return tree
+
+
+def _check_type(tree: dict, key: str, value, where: str) -> None:
+    """An override must have the type of the value it replaces (an int is a float too; None
+    clears any key): 'lr=abc' would otherwise pass and fail a thousand log lines into
+    training."""
+    current = _value_at(tree, key)
+    expected, given = _kind(current), _kind(value)
+    if value is None or expected in (None, given) or (expected, given) == ('float', 'int'):
+        return
+    raise SystemExit(f'{where}: {key}={value!r} is of type {given or type(value).__name__}; '
+                     f'the config has {reprlib.repr(current)} there, of type {expected}, and an '
+                     'override must have its type')
+
+
 def merge_checked(cfg, options: dict, where: str) -> None:
     """Merge overrides whose keys all exist in `cfg` (a typo would otherwise be kept silently
-    and change nothing); a key written '+a.b' is new on purpose and merged as 'a.b'."""
+    and change nothing) with the type of the value they replace; a key written '+a.b' is new on
+    purpose and merged as 'a.b'."""
     if not options:
         return
-    known = set(key_paths(cfg.to_dict()))
+    tree = cfg.to_dict()
+    known = set(key_paths(tree))
     merged = {}
     for key, value in options.items():
         if key.startswith(NEW_KEY):
@@ -154,6 +198,7 @@ def merge_checked(cfg, options: dict, where: str) -> None:
             hint = f'did you mean {", ".join(near)}? ' if near else ''
             raise SystemExit(f'{where}: key {key!r} is not in the config; {hint}write '
                              f"'{NEW_KEY}{key}' to add it as a new key")
+        _check_type(tree, key, value, where)
         merged[key] = value
     cfg.merge_from_dict(merged)
 
@@ -205,10 +250,19 @@ def own_checkpoints():
 
 
 def require_own_checkpoint(path: Path, what: str) -> Path:
+    """A checkpoint this pipeline wrote under work/ (the only ones it unpickles); a missing one
+    names the command that trains it, read off its path (work/<scale>/<run>/seed<k>/final.pth:
+    the callers pass only the path)."""
     path = Path(path)
+    work = (mx.ROOT / 'work').resolve()
     if not path.is_file():
-        raise SystemExit(f'{path}: {what} does not exist; train it first '
-                         f'(`python -m pipeline train ...` or snakemake)')
-    if not path.resolve().is_relative_to((mx.ROOT / 'work').resolve()):
+        parts = path.resolve().relative_to(work).parts \
+            if path.resolve().is_relative_to(work) else ()
+        if len(parts) == 4 and parts[2].startswith('seed'):
+            scale, run, seed = parts[0], parts[1], parts[2].removeprefix('seed')
+            raise SystemExit(f'{path}: {what} does not exist; train it first (`python -m '
+                             f'pipeline train --scale {scale} --run {run} --seed {seed}`)')
+        raise SystemExit(f'{path}: {what} does not exist; train it first')
+    if not path.resolve().is_relative_to(work):
         raise SystemExit(f'{path}: refusing to unpickle a checkpoint outside work/')
     return path

@@ -16,9 +16,12 @@ EPYC = 'AMD EPYC 7R13 Processor'
 
 def _write(root, cpu_model, ap, score, pinned=True, dirty=False, pin=determinism.PIN):
     cpu = {'cpu_model': cpu_model, 'isa_pinned': pinned, 'pin': pin if pinned else None}
-    metrics = {'bbox': {'AP': ap, 'APr': None}, 'segm': {'AP': 20.0, 'APr': None},
+    metrics = {'run': RUN, 'seed': 0, 'bbox': {'AP': ap, 'APr': None},
+               'segm': {'AP': 20.0, 'APr': None},
                'provenance': {'config_sha256': 'c0ffee', 'git_dirty': dirty, 'cpu': cpu}}
-    analysis = {'classes': [{'name': 'red_circle', 'mean_score': score, 'accuracy': 0.5}]}
+    red_circle = {'id': 1, 'name': 'red_circle', 'frequency': 'f', 'train_instances': 9,
+                  'val_instances': 3, 'mean_score': score, 'accuracy': 0.5, 'accuracy_fg': 0.5}
+    analysis = {'run': RUN, 'seed': 0, 'classes': [red_circle], 'provenance': {}}
     for path, record in ((mx.metrics_path(SCALE, RUN, 0, root), metrics),
                          (mx.analysis_path(SCALE, RUN, 0, root), analysis)):
         path.parent.mkdir(parents=True, exist_ok=True)

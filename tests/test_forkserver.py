@@ -45,8 +45,8 @@ def server(tmp_path_factory):
 
 def _train(seed, env, **kw):
     return subprocess.run([*CLI, 'train', '--scale', 'smoke', '--run', 'r50_v1', '--seed',
-                           str(seed), '--cfg-options', SHORT], cwd=mx.ROOT, env=env,
-                          capture_output=True, text=True, **kw)
+                           str(seed), '--unlisted-seed', '--cfg-options', SHORT], cwd=mx.ROOT,
+                          env=env, capture_output=True, text=True, **kw)
 
 
 def test_a_served_stage_trains_the_same_weights_as_a_fresh_process(server):
@@ -77,7 +77,8 @@ def test_a_failing_stage_reports_its_status_and_message_through_the_server(serve
 def _start_long_training(server):
     work = mx.work_dir('smoke', 'r50_v1', 43)
     subprocess.run(['rm', '-rf', str(work)], check=True)
-    job = subprocess.Popen([*CLI, 'train', '--scale', 'smoke', '--run', 'r50_v1', '--seed', '43'],
+    job = subprocess.Popen([*CLI, 'train', '--scale', 'smoke', '--run', 'r50_v1', '--seed', '43',
+                            '--unlisted-seed'],
                            cwd=mx.ROOT, env=server['env'], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300

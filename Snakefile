@@ -12,6 +12,10 @@ min_version("9.0")
 configfile: "pipeline/snakemake.yaml"
 
 
+# `snakemake --report report.html`: the tables, Figure 4 and REPORT.md (rules/aggregate.smk).
+report: "pipeline/report/workflow.rst"
+
+
 # Every job runs in this image, but only under `--sdm apptainer` (docker/README.md); without
 # that flag Snakemake ignores the directive and jobs use the current environment.
 container: config["container_image"]

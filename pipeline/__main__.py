@@ -124,7 +124,7 @@ def _aggregate(args):
     done = aggregate(args.scale)
     missing = (f'; {len(done["missing"])} expected result files missing or stale (listed in '
                'REPORT.md)' if done['missing'] else '')
-    print(f'[aggregate] {args.scale}: wrote {len(done["written"])} files (tables/, figures/, '
+    print(f'[aggregate] {args.scale}: wrote {len(done["written"])} files (tables/, figures/, ap/, '
           f'REPORT.md) under {mx.rel(mx.results_dir(args.scale))}{missing}')
 
 

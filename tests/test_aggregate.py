@@ -27,9 +27,12 @@ FIG_CLASSES = [  # (id, name, frequency, train_instances); ties on train_instanc
     (6, 'gong', 'r', 3), (10, 'ewer', 'r', 1)]
 
 
-def smoke_matrix() -> dict:
+def smoke_matrix(compares_with_paper: bool = False) -> dict:
+    """The matrix with two smoke seeds; `compares_with_paper` makes smoke print Δ like `full`,
+    so that the Δ arithmetic is checked on the smoke fakes."""
     matrix = copy.deepcopy(mx.load())
     matrix['scales']['smoke']['seeds'] = [0, 1]
+    matrix['scales']['smoke']['compares_with_paper'] = compares_with_paper
     return matrix
 
 
@@ -68,15 +71,15 @@ def class_stats(run: str, seed: int) -> list[dict]:
     return out[::-1]  # the reader must sort, not trust the file order
 
 
-def write(results: Path, kind: str, run: str, seed: int, obj) -> Path:
+def write(results: Path, kind: str, run: str, seed: int, obj, scale: str = 'smoke') -> Path:
     where = mx.metrics_path if kind == 'metrics' else mx.analysis_path
-    path = results / 'smoke' / where('smoke', run, seed).relative_to(mx.results_dir('smoke'))
+    path = results / scale / where(scale, run, seed).relative_to(mx.results_dir(scale))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
     return path
 
 
-def fake_results(results: Path, matrix: dict) -> dict:
+def fake_results(results: Path, matrix: dict, scale: str = 'smoke') -> dict:
     """Metrics for every table run (seeds 0, 1) except MISSING_RUN and PARTIAL_RUN's seed 1;
     the evaluated pretrain r50_v1 too; analyses for the analysed runs, panel b's with seed 0
     only."""
@@ -85,20 +88,20 @@ def fake_results(results: Path, matrix: dict) -> dict:
         if spec['tables'] and run != MISSING_RUN:
             written[run] = [0] if run == PARTIAL_RUN else [0, 1]
             for seed in written[run]:
-                write(results, 'metrics', run, seed, metrics_json(run, seed))
-    write(results, 'metrics', 'r50_v1', 0, metrics_json('r50_v1', 0))
+                write(results, 'metrics', run, seed, metrics_json(run, seed), scale)
+    write(results, 'metrics', 'r50_v1', 0, metrics_json('r50_v1', 0), scale)
     for run in matrix['analyse']:
         for seed in ([0] if run == matrix['figure4']['b']['run'] else [0, 1]):
             write(results, 'analysis', run, seed,
-                  dict(run=run, seed=seed, scale='smoke', classes=class_stats(run, seed),
-                       provenance=dict(config_sha256='0' * 64)))
+                  dict(run=run, seed=seed, scale=scale, classes=class_stats(run, seed),
+                       provenance=dict(config_sha256='0' * 64)), scale)
     return written
 
 
 @pytest.fixture(scope='module')
 def done(tmp_path_factory):
     results = tmp_path_factory.mktemp('results')
-    matrix = smoke_matrix()
+    matrix = smoke_matrix(compares_with_paper=True)
     written = fake_results(results, matrix)
     summary = ag.aggregate('smoke', results_dir=results / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
     return dict(results=results, out=results / 'smoke', matrix=matrix, written=written,
@@ -206,8 +209,10 @@ def test_every_output_file_exists_and_no_temp_file_is_left(done):
     expected = {f'tables/{t}.{ext}' for t in TABLES for ext in ('md', 'csv', 'tex')}
     expected |= {f'figures/{f}.{ext}' for f in ('figure4', 'indicator_trajectory')
                  for ext in ('png', 'svg', 'csv')} | {'REPORT.md'}
+    expected |= {f'figures/figure4_{p}.csv' for p in 'abc'}
+    expected |= {f'ap/{run}.json' for run in mx.runs_at(done['matrix'], 'smoke')}
     made = {str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()
-            and p.parts[len(out.parts)] in ('tables', 'figures', 'REPORT.md')}
+            and p.parts[len(out.parts)] in ('tables', 'figures', 'ap', 'REPORT.md')}
     assert made == expected
     assert {str(p.relative_to(out)) for p in done['summary']['written']} == expected
     leftovers = [p for p in out.rglob('*') if p.name.startswith('.') or p.name.endswith('.tmp')]
@@ -378,7 +383,8 @@ def test_a_truncated_result_stops_aggregate_and_leaves_the_old_outputs(tmp_path)
     matrix = smoke_matrix()
     fake_results(tmp_path, matrix)
     ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
-    outputs = {p: p.read_bytes() for name in ag.outputs() for p in [tmp_path / 'smoke' / name]}
+    outputs = {p: p.read_bytes() for name in ag.outputs('smoke', matrix)
+               for p in [tmp_path / 'smoke' / name]}
     path = write(tmp_path, 'analysis', 'loce_r50_v1', 0, '{"run": "loce_r50_v1", "seed": 0, "cla')
     with pytest.raises(ValueError, match=re.escape(str(path)) + '.*malformed JSON.*re-run'):
         ag.aggregate('smoke', results_dir=tmp_path / 'smoke', check_configs=False, matrix=matrix, paper=PAPER)
@@ -409,7 +415,7 @@ def test_a_result_made_under_another_config_is_stale_not_a_number(tmp_path):
 
 def test_outputs_list_is_what_aggregate_writes(done):
     written = sorted(str(p.relative_to(done['out'])) for p in done['summary']['written'])
-    assert written == sorted(ag.outputs())
+    assert written == sorted(ag.outputs('smoke', done['matrix']))
 
 
 def _full_config(run: str, matrix: dict):
@@ -459,3 +465,88 @@ def test_table5_footnotes_say_what_each_row_trains_and_are_true_of_its_run(done)
     assert r'BAGS [13]\textsuperscript{a,b} & Mask R-CNN & R-50-FPN & LVIS v0.5' in tex
     assert r'EQL v2 [21]$^{\dagger}$\textsuperscript{a} & Mask R-CNN & R-101-FPN' in tex
     assert r"\textsuperscript{c}Balanced softmax without BALMS's meta re-weighter" in tex
+
+
+def test_ap_files_hold_the_tables_ap_columns_and_nothing_else(done):
+    """`dvc metrics show` reads ap/: one row per run, the five AP columns, no provenance."""
+    for run in mx.runs_at(done['matrix'], 'smoke'):
+        ap = json.loads((done['out'] / 'ap' / f'{run}.json').read_text())
+        assert list(ap) == ['box AP', 'mask AP', 'mask APr', 'mask APc', 'mask APf'], run
+        seeds = done['written'].get(run, [0] if run == 'r50_v1' else [])
+        for column, key in zip(METRICS, ap):
+            values = [v for s in seeds if (v := metric_value(run, s, column)) is not None]
+            assert ap[key] == (pytest.approx(statistics.mean(values)) if values else None)
+    assert set(json.loads((done['out'] / 'ap' / f'{MISSING_RUN}.json').read_text()).values()) \
+        == {None}
+
+
+def test_figure4_has_one_csv_per_panel_for_dvc_plots(done):
+    rows = read_csv(done['out'] / 'figures' / 'figure4.csv')
+    for panel in done['matrix']['figure4']:
+        mine = read_csv(done['out'] / 'figures' / f'figure4_{panel}.csv')
+        assert mine == [r for r in rows if r['panel'] == panel] and mine
+
+
+def _aggregated(tmp_path, scale: str, matrix: dict) -> Path:
+    fake_results(tmp_path, matrix, scale)
+    ag.aggregate(scale, results_dir=tmp_path / scale, check_configs=False, matrix=matrix,
+                 paper=PAPER)
+    return tmp_path / scale
+
+
+def test_smoke_shows_the_paper_as_reference_without_delta(tmp_path):
+    """smoke does not claim to approximate the paper: paper lines stay, no Δ line or column, no
+    summary of differences to the paper in REPORT.md."""
+    assert not mx.load()['scales']['smoke'].get('compares_with_paper')
+    out = _aggregated(tmp_path, 'smoke', smoke_matrix())
+    done = dict(out=out)
+    for table in TABLES:
+        assert md_lines(done, table, 'Δ') == [], table
+        assert len(md_lines(done, table, 'paper')) == len(PAPER['tables'][table]['rows'])
+        assert {r['delta'] for r in read_csv(out / 'tables' / f'{table}.csv')} == {''}
+        assert r'$\Delta$ = reproduced' not in (out / 'tables' / f'{table}.tex').read_text()
+    assert 'no Δ: scale `smoke` does not approximate the paper' in (
+        out / 'tables' / 'table1.md').read_text()
+    report = (out / 'REPORT.md').read_text()
+    assert 'mean |Δ|' not in report and '- pairs:' not in report
+    assert 'No Δ = reproduced − paper is summed up: scale `smoke`' in report
+
+
+def test_full_shows_delta_to_the_paper(tmp_path):
+    matrix = mx.load()
+    assert matrix['scales']['full']['compares_with_paper'] is True
+    out = _aggregated(tmp_path, 'full', matrix)
+    done = dict(out=out)
+    loce = PAPER['tables']['table1']['rows']['loce']
+    deltas = md_lines(done, 'table1', 'Δ')
+    mean_apr = statistics.mean(metric_value('loce_r50_v1', s, 'APr') for s in (0, 1))
+    assert any(f'{mean_apr - loce["APr"]:+.2f}' in cells for cells in deltas)
+    t1 = {r['row']: r for r in read_csv(out / 'tables' / 'table1.csv') if r['metric'] == 'APr'}
+    assert float(t1['loce']['delta']) == pytest.approx(mean_apr - loce['APr'], abs=1e-6)
+    report = (out / 'REPORT.md').read_text()
+    assert 'mean |Δ|' in report and 'No Δ = reproduced − paper' not in report
+
+
+def test_a_table_not_run_at_a_scale_says_so_not_dash(tmp_path):
+    """proxy runs Table 1 only: Tables 2-5 say "not run at this scale" ("not run" in a cell);
+    "—" stays for the one row the suite does not reproduce at all (Forest R-CNN, cited)."""
+    matrix = mx.load()
+    assert matrix['scales']['proxy']['tables'] == ['table1']
+    out = _aggregated(tmp_path, 'proxy', matrix)
+    done = dict(out=out)
+    for table in ('table2', 'table3', 'table4'):
+        text = (out / 'tables' / f'{table}.md').read_text()
+        assert f'**Table {table[-1]} is not run at this scale**' in text
+        repro = md_lines(done, table, 'reproduced')
+        assert repro and all(r[-5:] == ['not run'] * 5 for r in repro), table
+        assert {r['status'] for r in read_csv(out / 'tables' / f'{table}.csv')} == {'not-run'}
+    t5 = {r['row']: r['status'] for r in read_csv(out / 'tables' / 'table5.csv')}
+    assert t5['r50_v05/forest_rcnn'] == 'paper-only'
+    assert t5['r50_v1/seesaw'] == t5['r50_v1'] == 'not-run'
+    repro5 = [r[-5:] for r in md_lines(done, 'table5', 'reproduced')]
+    assert repro5.count(['—'] * 5) == 1
+    assert '"not run": not run at this scale (the suite reproduces the row at other' in (
+        out / 'tables' / 'table5.md').read_text()
+    assert '**Table 1 is not run' not in (out / 'tables' / 'table1.md').read_text()
+    report = (out / 'REPORT.md').read_text()
+    assert '- table2: not run at this scale; paper ' in report

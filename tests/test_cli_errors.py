@@ -96,7 +96,7 @@ def test_aggregate_ends_with_a_line_saying_what_it_wrote(cli, monkeypatch, capsy
                         lambda scale: dict(written=written, missing=[{}]))
     assert cli(['aggregate', '--scale', SCALE]) == 0
     assert capsys.readouterr().out == (
-        '[aggregate] smoke: wrote 2 files (tables/, figures/, REPORT.md) under '
+        '[aggregate] smoke: wrote 2 files (tables/, figures/, ap/, REPORT.md) under '
         'work/smoke/results; 1 expected result files missing or stale (listed in REPORT.md)\n')
 
 

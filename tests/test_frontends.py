@@ -1,4 +1,5 @@
 """Snakemake and DVC expose the same runs with the same commands, all taken from the matrix."""
+import json
 import os
 import re
 import subprocess
@@ -82,7 +83,7 @@ def test_dvc_aggregate_outputs_are_the_folders_of_the_aggregate_outputs():
 
     outs = {next(iter(o)) if isinstance(o, dict) else o for o in _dvc_stages()['aggregate']['outs']}
     prefix = 'work/${scale}/results/'
-    assert {o.removeprefix(prefix) for o in outs} == {n.split('/')[0] for n in outputs()}
+    assert {o.removeprefix(prefix) for o in outs} == {n.split('/')[0] for n in outputs('smoke')}
 
 
 def test_snakemake_jobs_are_every_run_times_every_seed_of_the_scale():
@@ -117,3 +118,63 @@ def test_snakemake_lint_is_clean():
                          env=ENV, capture_output=True, text=True)
     assert out.returncode == 0 and 'Congratulations' in out.stdout + out.stderr, \
         out.stdout[-3000:] + out.stderr[-3000:]
+
+
+def test_dvc_shows_ap_per_run_one_plot_per_panel_and_the_matrix_as_params():
+    """`dvc metrics show` reads the per-run AP files (no provenance); each Figure 4 panel is a
+    plot of its own file; the matrix sections a stage reads are its params."""
+    import yaml
+    from dvc.repo import Repo
+
+    spec = yaml.safe_load((mx.ROOT / 'dvc.yaml').read_text())
+    assert spec['metrics'] == ['work/${scale}/results/ap']
+    panels = mx.load()['figure4']
+    data_plots = [p for p in spec['plots'] if isinstance(p, dict)]
+    assert [next(iter(p)) for p in data_plots] == [
+        f'Figure 4 ({panel}) ${{figure4.{panel}.title}}' for panel in panels]
+    assert [list(next(iter(p.values()))['y']) for p in data_plots] == [
+        [f'work/${{scale}}/results/figures/figure4_{panel}.csv'] for panel in panels]
+    assert 'work/${scale}/results/figures/figure4.png' in spec['plots']
+    with Repo(str(mx.ROOT)) as repo:
+        params = {stage.addressing: {(d.def_path, key) for d in stage.deps
+                                     for key in getattr(d, 'params', None) or []}
+                  for stage in repo.index.stages}
+    matrix = 'pipeline/experiments.yaml'
+    assert {(matrix, 'scales.smoke'), (matrix, 'pretrain'), (matrix, 'finetune')} \
+        <= params['resolve'] & params['aggregate']
+    assert (matrix, 'figure4') in params['aggregate']
+
+
+def test_dvc_lock_is_not_git_ignored():
+    """DVC refuses to run at all when dvc.lock is git-ignored; dvc.yaml says why none is
+    committed and how to read `dvc status` before a first run."""
+    ignored = subprocess.run(['git', 'check-ignore', '-q', 'dvc.lock'], cwd=mx.ROOT)
+    assert ignored.returncode == 1
+    assert 'dvc.lock: none is committed' in (mx.ROOT / 'dvc.yaml').read_text()
+
+
+def test_snakemake_report_shows_the_tables_figure4_and_report():
+    """The aggregate rule flags the Markdown tables, Figure 4's PNG and REPORT.md for
+    `snakemake --report`, each with a caption file that exists; the report has a description.
+    Parses the Snakefile only (no DAG is run)."""
+    script = (
+        'import json, sys\n'
+        'from pathlib import Path\n'
+        'from snakemake.api import SnakemakeApi\n'
+        'from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings\n'
+        'with SnakemakeApi(OutputSettings()) as api:\n'
+        '    wf = api.workflow(ResourceSettings(), ConfigSettings(config={"scale": "smoke"}),\n'
+        '                      snakefile=Path("Snakefile"), workdir=Path("."))._workflow\n'
+        '    rule = wf.get_rule("aggregate")\n'
+        '    flags = {str(f): f.flags["report"]._asdict() for f in rule.output\n'
+        '             if "report" in f.flags}\n'
+        '    print(json.dumps(dict(flags=flags, text=str(wf.report_text)), default=str))\n')
+    out = subprocess.run([sys.executable, '-c', script], cwd=mx.ROOT, env=ENV,
+                         capture_output=True, text=True, check=True).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    results = 'work/smoke/results'
+    assert set(found['flags']) == ({f'{results}/tables/table{i}.md' for i in range(1, 6)}
+                                   | {f'{results}/figures/figure4.png', f'{results}/REPORT.md'})
+    for flag in found['flags'].values():
+        assert Path(flag['caption']).resolve().is_file() and flag['category']
+    assert Path(found['text']).resolve() == mx.ROOT / 'pipeline' / 'report' / 'workflow.rst'

@@ -28,12 +28,20 @@ PAPER_FILE = mx.ROOT / 'pipeline' / 'paper.yaml'
 KINDS = {'metrics': mx.metrics_path, 'analysis': mx.analysis_path}
 
 
-def outputs() -> list[str]:
+def outputs(scale: str, matrix: dict | None = None) -> list[str]:
     """The files aggregate writes, relative to a scale's results dir (both front ends list
-    these: the Snakefile through this function, dvc.yaml as their folders, checked by a test)."""
+    these: the Snakefile through this function, dvc.yaml as their folders, checked by a test).
+
+    Beside the tables and figures, two views for DVC, whose `metrics show` makes one row per file
+    and whose plots cannot filter rows: ap/<run>.json (the tables' AP columns per run of the
+    scale, provenance left in metrics/) and one Figure 4 CSV per panel.
+    """
+    matrix = mx.load() if matrix is None else matrix
     return ([f'tables/{t}.{ext}' for t in tables.TABLES for ext in tables.FORMATS]
             + [f'figures/figure4.{ext}' for ext in figure4.FORMATS]
-            + [f'figures/indicator_trajectory.{ext}' for ext in trajectory.FORMATS] + ['REPORT.md'])
+            + [f'figures/figure4_{panel}.csv' for panel in matrix['figure4']]
+            + [f'figures/indicator_trajectory.{ext}' for ext in trajectory.FORMATS]
+            + [f'ap/{run}.json' for run in mx.runs_at(matrix, scale)] + ['REPORT.md'])
 
 
 def load_yaml(path: Path | str) -> dict:
@@ -140,18 +148,20 @@ def aggregate(scale: str, *, results_dir: Path | str | None = None, matrix: dict
     summary = dict(scale=scale, matrix=matrix, paper=paper, results=results,
                    results_dir=results_dir,
                    ignored=ignored_files(results_dir, scale, matrix))
-    tables.cell_runs(matrix, paper)  # every cell of the matrix is one of the paper's
+    every_cell = tables.cell_runs(matrix, paper)  # every cell of the matrix is one of the paper's
     cells = {c: r for r, spec in mx.runs_at(matrix, scale).items() for c in spec['tables']}
     summary['cells'] = cells
-    summary['tables'] = {t: tables.table_rows(t, paper, cells, results) for t in tables.TABLES}
+    summary['tables'] = {t: tables.table_rows(t, paper, cells, results, every_cell)
+                         for t in tables.TABLES}
     summary['figure4'] = figure4.figure4_data(matrix, results)
     summary['trajectory'] = trajectory.trajectory_data(summary)
 
     # Everything is rendered before the first write, so a failure leaves the old outputs intact.
-    rendered = {**tables.render_all(summary), **figure4.render_all(summary['figure4']),
+    rendered = {**tables.render_all(summary), **tables.render_ap(summary),
+                **figure4.render_all(summary['figure4']),
                 **trajectory.render_all(summary['trajectory']),
                 'REPORT.md': report.render_report(summary)}
-    assert sorted(rendered) == sorted(outputs()), 'aggregate.outputs() is out of date'
+    assert sorted(rendered) == sorted(outputs(scale, matrix)), 'aggregate.outputs() is out of date'
     written = [atomic.write_bytes(results_dir / name,
                                   data if isinstance(data, bytes) else data.encode())
                for name, data in rendered.items()]

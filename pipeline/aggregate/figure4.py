@@ -143,8 +143,11 @@ def figure_bytes(fig, fmt: str) -> bytes:
 
 
 def render_all(data: dict[str, dict]) -> dict[str, bytes | str]:
-    """figures/figure4.<png|svg|csv> -> content."""
+    """figures/figure4.<png|svg|csv> -> content, and figure4_<panel>.csv per panel: DVC's plots
+    cannot select rows, so a panel is a plot of its own only as a file of its own."""
     fig = figure4(data)
     return {'figures/figure4.png': figure_bytes(fig, 'png'),
             'figures/figure4.svg': figure_bytes(fig, 'svg'),
-            'figures/figure4.csv': figure4_csv(data)}
+            'figures/figure4.csv': figure4_csv(data),
+            **{f'figures/figure4_{panel}.csv': figure4_csv({panel: spec})
+               for panel, spec in data.items()}}

@@ -9,7 +9,7 @@ import numpy as np
 from .. import matrix as mx
 from . import claims
 from .figure4 import combine_seeds
-from .tables import TABLES, signed
+from .tables import NOT_RUN, TABLES, compares_with_paper, signed
 
 
 def _seconds(total: float) -> str:
@@ -122,8 +122,10 @@ def _best(records: list[dict], field: str) -> str:
     return f'{", ".join(keys)} (AP {top:.{2 if field == "mean" else 1}f})'
 
 
-def _reading_section(paper: dict, tables: dict) -> list[str]:
-    """Numbers computed from the tables and figure data; no judgement is written here."""
+def _reading_section(paper: dict, tables: dict, scale: str, compare: bool) -> list[str]:
+    """Numbers computed from the tables and figure data; no judgement is written here. The
+    differences to the paper only where the scale approximates it: elsewhere they would read
+    as findings about numbers that measure another dataset."""
     columns = list(paper['columns'])
     lines = ['## Reading (computed)', '',
              'Table 1, each row minus the baseline row, reproduced (paper):', '']
@@ -142,8 +144,15 @@ def _reading_section(paper: dict, tables: dict) -> list[str]:
     lines += ['', 'Tables 2-4, the row(s) with the highest mask AP (ties listed), reproduced '
               'vs paper:', '']
     for table in ('table2', 'table3', 'table4'):
-        lines.append(f'- {table}: reproduced {_best(tables[table], "mean")}; '
+        ran = any(rec['run'] for rec in tables[table])  # a row with a run at this scale
+        lines.append(f'- {table}: '
+                     f'{"reproduced " + _best(tables[table], "mean") if ran else NOT_RUN}; '
                      f'paper {_best(tables[table], "paper")}')
+    if not compare:
+        return lines + ['', f'No Δ = reproduced − paper is summed up: scale `{scale}` does not '
+                        'approximate the paper (only a scale with `compares_with_paper: true` '
+                        'in pipeline/experiments.yaml does), so its numbers and the paper\'s '
+                        'measure different data.', '']
     # A run filling several cells (the default LOCE fills one in each table) counts once.
     deltas = {(rec['run'], c): (rec['metrics'][c]['delta'], f'{t}/{rec["key"]} {c}')
               for t in reversed(TABLES) for rec in tables[t] for c in columns
@@ -199,12 +208,14 @@ def render_report(summary: dict) -> str:
         lines.append(f'- Table {table[-1]}: [{table}.md](tables/{table}.md) '
                      f'([csv](tables/{table}.csv), [tex](tables/{table}.tex))')
     lines += ['- Figure 4: [figure4.png](figures/figure4.png) ([svg](figures/figure4.svg), '
-              '[csv](figures/figure4.csv))', '', '![Figure 4](figures/figure4.png)', '']
+              '[csv](figures/figure4.csv))',
+              '- AP per run, the tables\' five columns (what `dvc metrics show` lists): ap/<run>.json',
+              '', '![Figure 4](figures/figure4.png)', '']
     lines += claims.criteria_section(summary)
     lines += claims.section(summary)
     lines += _runs_section(scale, matrix, results)
     lines += _environment_section(results)
     lines += _missing_section(results, summary['results_dir'], summary['ignored'])
-    lines += _reading_section(paper, summary['tables'])
+    lines += _reading_section(paper, summary['tables'], scale, compares_with_paper(matrix, scale))
     lines += _per_class_section(summary)
     return '\n'.join(lines)

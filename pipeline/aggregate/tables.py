@@ -1,10 +1,16 @@
 """Tables 1-5: per paper row, the paper's numbers, the reproduced mean ± std over seeds and Δ,
-rendered as Markdown, CSV and LaTeX."""
+rendered as Markdown, CSV and LaTeX.
+
+Δ to the paper is printed only at a scale that declares it approximates the paper
+(`compares_with_paper` in experiments.yaml): at a synthetic scale the difference between its
+numbers and LVIS ones measures nothing, and printed as a column it would read like a finding.
+"""
 from __future__ import annotations
 
 import copy
 import csv
 import io
+import json
 
 import numpy as np
 
@@ -18,6 +24,15 @@ CSV_FIELDS = ('table', 'row', 'label', 'run', 'status', 'metric', 'task', 'coco_
 # How the non-numeric cells are spelled in each format.
 WORDS = {'md': dict(none='—', delta='Δ', pm=' ± ', minus='-', n='n={}'),
          'tex': dict(none='---', delta=r'$\Delta$', pm=r' $\pm$ ', minus='$-$', n='$n={}$')}
+# A row the suite reproduces, but not at this scale (its `tables` or `runs`): not "—", which
+# says the suite does not reproduce the row at all.
+NOT_RUN = 'not run at this scale'
+NOT_RUN_CELL = 'not run'
+
+
+def compares_with_paper(matrix: dict, scale: str) -> bool:
+    """Whether the scale approximates the paper, so that Δ = reproduced − paper says something."""
+    return bool(mx.scale(matrix, scale).get('compares_with_paper', False))
 
 
 def summarize(values: list[float]) -> dict:
@@ -59,14 +74,21 @@ def cell_runs(matrix: dict, paper: dict) -> dict[str, str]:
     return cells
 
 
-def table_rows(table: str, paper: dict, cells: dict, results: dict) -> list[dict]:
-    """One record per paper row: its parameters, the run behind it, and per-metric numbers."""
+def table_rows(table: str, paper: dict, cells: dict, results: dict,
+               matrix_cells: dict | None = None) -> list[dict]:
+    """One record per paper row: its parameters, the run behind it, and per-metric numbers.
+
+    `cells` are the scale's; a row with a run in `matrix_cells` (every scale's) but none at this
+    scale is 'not-run', told apart from 'paper-only' (no run anywhere in the suite).
+    """
     out = []
     for key, row in paper['tables'][table]['rows'].items():
         run = cells.get(f'{table}/{key}')
         found = results['metrics'].get(run, {}) if run else {}
         seeds = results['run_seeds'][run] if run else []
-        status = ('paper-only' if run is None else 'missing' if not found
+        elsewhere = run is None and f'{table}/{key}' in (matrix_cells or {})
+        status = ('not-run' if elsewhere else 'paper-only' if run is None
+                  else 'missing' if not found
                   else 'partial' if len(found) < len(seeds) else 'ok')
         metrics = {}
         for column in paper['columns']:
@@ -157,8 +179,10 @@ def _released_lines(rec: dict, columns: list[str], blank: list[str], fmt: str) -
                                                      for c in columns]]
 
 
-def _lines(table: str, paper: dict, records: list[dict], fmt: str) -> list[list[list[str]]]:
-    """Per paper row, its lines: paper numbers, the reproduced numbers, and Δ when there are any.
+def _lines(table: str, paper: dict, records: list[dict], fmt: str,
+           compare: bool) -> list[list[list[str]]]:
+    """Per paper row, its lines: paper numbers, the reproduced numbers, and Δ when there are any
+    and the scale compares with the paper.
 
     Parameter cells are written only on the paper line, so each column reads top to bottom as
     paper / reproduced / Δ for the same setting.
@@ -177,31 +201,42 @@ def _lines(table: str, paper: dict, records: list[dict], fmt: str) -> list[list[
         row_n = len(rec['seeds_found'])
         if rec['status'] == 'paper-only':
             lines.append(blank + ['reproduced'] + [words['none']] * len(columns))
+        elif rec['status'] == 'not-run':
+            lines.append(blank + ['reproduced'] + [NOT_RUN_CELL] * len(columns))
         elif rec['status'] == 'missing':
             lines.append(blank + [f'reproduced{run}'] + ['missing'] * len(columns))
         else:
             count = f'{row_n}/{rec["n_expected"]}' if row_n < rec['n_expected'] else f'{row_n}'
             lines.append(blank + [f'reproduced{run} ({words["n"].format(count)})']
                          + [_repro_cell(rec['metrics'][c], row_n, fmt) for c in columns])
-            if not rec['row'].get('beyond_paper'):
+            if compare and not rec['row'].get('beyond_paper'):
                 lines.append(blank + [words['delta']]
                              + [_delta_cell(rec['metrics'][c]['delta'], fmt) for c in columns])
         groups.append(lines)
     return groups
 
 
-def _note(scale: str, results: dict, fmt: str) -> str:
+def _note(scale: str, results: dict, fmt: str, compare: bool) -> str:
     if fmt == 'md':
+        delta = ('Δ = reproduced mean − paper' if compare else
+                 f'no Δ: scale `{scale}` does not approximate the paper (its data and models are '
+                 'not the paper\'s), so the paper line is a reference, not a target')
         return (f'Scale `{scale}`, seeds {results["seeds"]}. Reproduced: mean ± sample std '
-                'over the seeds found (n); Δ = reproduced mean − paper. AP<sup>b</sup> is box AP; '
+                f'over the seeds found (n); {delta}. AP<sup>b</sup> is box AP; '
                 'the other columns are mask AP (percent). "missing": no result yet; "—": a row '
                 'the paper cites and this suite does not reproduce, or, on a paper line, a row '
-                'beyond the paper; "n/a": undefined in every seed.')
+                f'beyond the paper; "{NOT_RUN_CELL}": {NOT_RUN} (the suite reproduces the row at '
+                'other scales); '
+                '"n/a": undefined in every seed.')
+    delta = (r'$\Delta$ = reproduced mean $-$ paper' if compare else
+             f'no $\\Delta$: scale {_tex_escape(scale)} does not approximate the paper, so the '
+             'paper line is a reference, not a target')
     return (f'Scale {_tex_escape(scale)}, seeds {results["seeds"]}. Reproduced: mean $\\pm$ '
-            'sample std over the seeds found ($n$); $\\Delta$ = reproduced mean $-$ paper. '
+            f'sample std over the seeds found ($n$); {delta}. '
             'AP$^b$ is box AP; the other columns are mask AP (percent). ``missing\'\': no result '
             'yet; ``---\'\': a row the paper cites and this suite does not reproduce, or, on a paper '
-            'line, a row beyond the paper; ``n/a\'\': undefined in every seed.')
+            f'line, a row beyond the paper; ``{NOT_RUN_CELL}\'\': {NOT_RUN} (the suite reproduces '
+            'the row at other scales); ``n/a\'\': undefined in every seed.')
 
 
 def _footnotes(spec: dict, fmt: str) -> list[str]:
@@ -216,14 +251,25 @@ def _trains(spec: dict, row: dict) -> str:
     return ' '.join(f'({mark}) {spec["footnotes"][mark]}' for mark in row.get('trains', []))
 
 
-def render_md(table: str, paper: dict, records: list[dict], scale: str, results: dict) -> str:
+def _not_run(records: list[dict]) -> bool:
+    """The whole table is one the suite reproduces, but not at this scale."""
+    return (any(rec['status'] == 'not-run' for rec in records)
+            and all(rec['status'] in ('not-run', 'paper-only') for rec in records))
+
+
+def render_md(table: str, paper: dict, records: list[dict], scale: str, results: dict,
+              compare: bool) -> str:
     spec = paper['tables'][table]
     header = [p['md'] for p in spec['params']] + [''] + [c['md'] for c in paper['columns'].values()]
     align = ['---'] * (len(spec['params']) + 1) + ['---:'] * len(paper['columns'])
-    lines = [f'## Table {table[-1]}. {spec["caption"]}', '', f'{spec["setting"]}', '',
-             _note(scale, results, 'md'), '', '| ' + ' | '.join(header) + ' |',
-             '|' + '|'.join(align) + '|']
-    for group in _lines(table, paper, records, 'md'):
+    lines = [f'## Table {table[-1]}. {spec["caption"]}', '', f'{spec["setting"]}', '']
+    if _not_run(records):
+        lines += [f'**Table {table[-1]} is {NOT_RUN}** (its `tables` and `runs` under '
+                  f'`scales.{scale}` in pipeline/experiments.yaml); the paper\'s numbers are '
+                  'shown for reference.', '']
+    lines += [_note(scale, results, 'md', compare), '', '| ' + ' | '.join(header) + ' |',
+              '|' + '|'.join(align) + '|']
+    for group in _lines(table, paper, records, 'md', compare):
         lines += ['| ' + ' | '.join(cells) + ' |' for cells in group]
     footnotes = _footnotes(spec, 'md')
     return '\n'.join(lines + ([''] + footnotes if footnotes else [])) + '\n'
@@ -236,12 +282,13 @@ def _tex_escape(text: str) -> str:
     return text
 
 
-def render_tex(table: str, paper: dict, records: list[dict], scale: str, results: dict) -> str:
+def render_tex(table: str, paper: dict, records: list[dict], scale: str, results: dict,
+               compare: bool) -> str:
     spec = paper['tables'][table]
     n_params = len(spec['params'])
     header = ([p['tex'] for p in spec['params']] + ['']
               + [c['tex'] for c in paper['columns'].values()])
-    groups = _lines(table, paper, records, 'tex')
+    groups = _lines(table, paper, records, 'tex', compare)
     lines = [f'% Generated by pipeline/aggregate (scale {scale}); needs '
              r'\usepackage{booktabs,amssymb}.',
              r'\begin{table}[t]', r'\centering', r'\small',
@@ -255,7 +302,7 @@ def render_tex(table: str, paper: dict, records: list[dict], scale: str, results
             lines.append(r'\addlinespace')
         lines += [' & '.join(cells) + r' \\' for cells in group]
     caption = ' '.join([spec['caption_tex'], *_footnotes(spec, 'tex'),
-                        _note(scale, results, 'tex')])
+                        _note(scale, results, 'tex', compare)])
     lines += [r'\bottomrule', r'\end{tabular}', r'\caption{' + caption + '}',
               rf'\label{{tab:loce-{table}}}', r'\end{table}']
     return '\n'.join(lines) + '\n'
@@ -265,7 +312,9 @@ def csv_number(x: float | None) -> str:
     return '' if x is None else repr(round(x, 6))
 
 
-def render_csv(table: str, paper: dict, records: list[dict]) -> str:
+def render_csv(table: str, paper: dict, records: list[dict], compare: bool) -> str:
+    """One line per row and metric; `delta` is left empty where the scale does not compare with
+    the paper (the released weights' Δ stays: those are LVIS models)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator='\n')
     writer.writeheader()
@@ -278,7 +327,8 @@ def render_csv(table: str, paper: dict, records: list[dict]) -> str:
                                  task=spec['task'], coco_metric=spec['metric'],
                                  paper=csv_number(m['paper']), mean=csv_number(m['mean']), std=csv_number(m['std']),
                                  n=m['n'], n_expected=rec['n_expected'],
-                                 delta=csv_number(m['delta']), trains=trains,
+                                 delta=csv_number(m['delta'] if compare else None),
+                                 trains=trains,
                                  **_released_csv(rec.get('released'), column)))
     return buf.getvalue()
 
@@ -290,13 +340,32 @@ def _released_csv(rel: dict | None, column: str) -> dict:
                 released_delta=csv_number(rel['delta'][column]))
 
 
+def render_ap(summary: dict) -> dict[str, str]:
+    """ap/<run>.json -> the run's AP columns (mean over the seeds found, null where none), for
+    `dvc metrics show`: one row per run, the tables' five columns named so that a reader of that
+    table alone knows box from mask ("box AP", "mask APr"), and nothing else."""
+    names = {c: f'{dict(bbox="box", segm="mask")[spec["task"]]} {spec["metric"]}'
+             for c, spec in summary['paper']['columns'].items()}
+    out = {}
+    for run in mx.runs_at(summary['matrix'], summary['scale']):
+        found = summary['results']['metrics'].get(run, {}).values()
+        means = {c: summarize([m['values'][c] for m in found if m['values'][c] is not None])['mean']
+                 for c in names}
+        out[f'ap/{run}.json'] = json.dumps(
+            {names[c]: None if v is None else round(v, 6) for c, v in means.items()},
+            indent=1) + '\n'
+    return out
+
+
 def render_all(summary: dict) -> dict[str, str]:
     """tables/<table>.<md|csv|tex> -> text, for every table."""
     out, released = {}, released_cells(summary)
+    compare = compares_with_paper(summary['matrix'], summary['scale'])
     for table, records in summary['tables'].items():
         records = [dict(rec, released=released.get(f'{table}/{rec["key"]}')) for rec in records]
         args = (table, summary['paper'], records)
-        out[f'tables/{table}.md'] = render_md(*args, summary['scale'], summary['results'])
-        out[f'tables/{table}.csv'] = render_csv(*args)
-        out[f'tables/{table}.tex'] = render_tex(*args, summary['scale'], summary['results'])
+        at = (summary['scale'], summary['results'], compare)
+        out[f'tables/{table}.md'] = render_md(*args, *at)
+        out[f'tables/{table}.csv'] = render_csv(*args, compare)
+        out[f'tables/{table}.tex'] = render_tex(*args, *at)
     return out

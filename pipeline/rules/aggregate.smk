@@ -1,5 +1,7 @@
 # Tables 1-5, Figure 4 and REPORT.md of the scale (the file list is pipeline.aggregate.outputs).
-AGGREGATE_OUTPUTS = [f"{RESULTS}/{name}" for name in aggregate_outputs()]
+# The Markdown tables, Figure 4 and REPORT.md are flagged for `snakemake --report report.html`
+# (reported() in common.smk; captions in pipeline/report/).
+AGGREGATE_OUTPUTS = [f"{RESULTS}/{name}" for name in aggregate_outputs(SCALE, MATRIX)]
 
 
 rule aggregate:
@@ -9,7 +11,7 @@ rule aggregate:
         released=[RELEASED_METRICS.format(scale=SCALE, name=name) for name in RELEASED],
         paper="pipeline/paper.yaml",
     output:
-        AGGREGATE_OUTPUTS,
+        [reported(name) for name in aggregate_outputs(SCALE, MATRIX)],
     log:
         f"work/{SCALE}/logs/aggregate.log",
     shell:

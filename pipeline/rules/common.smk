@@ -79,3 +79,17 @@ def per_run(pattern, runs):
     """`pattern` for every run given (of those this invocation runs) and every seed it trains."""
     return [pattern.format(scale=SCALE, run=run, seed=seed) for run in runs if run in RUNS
             for seed in RUN_SEEDS[run]]
+
+
+def reported(name):
+    """An aggregate output, flagged for `snakemake --report` where it is one a reader looks at
+    (the tables, Figure 4, REPORT.md), with its caption from pipeline/report/ (paths relative to
+    rules/aggregate.smk, where it is used)."""
+    path = f"{RESULTS}/{name}"
+    if name.startswith("tables/") and name.endswith(".md"):
+        return report(path, caption="../report/table.rst", category="Tables")
+    if name == "figures/figure4.png":
+        return report(path, caption="../report/figure4.rst", category="Figure 4")
+    if name == "REPORT.md":
+        return report(path, caption="../report/report.rst", category="Report")
+    return path

@@ -2,8 +2,8 @@
 under today's, on this machine, in one run.
 
 Each workload is `python -m pipeline train` of one run and seed, exactly as the DAG runs it, in
-a copy of this checkout (tests/checkout.py) that links this checkout's data/ and the fine-tune's
-stage-1 work dir:
+a copy of this checkout (tests/checkout.py) with copies of this checkout's data and of the
+fine-tune's stage-1 work dir:
 - smoke `r50_v1` seed 0: a smoke stage 1 (150 iterations of the tiny Mask R-CNN), the kind of
   job that dominates the smoke DAG's compute;
 - proxy `loce_r50_v1` seed 0: a proxy LOCE fine-tune (memory warm-up included) from
@@ -49,15 +49,13 @@ def environment(pin: str) -> dict:
 
 
 def prepare(copy: Path, scale: str, run: str) -> None:
-    """Link the scale's data and, for a fine-tune, its stage-1 work dir into the copy."""
+    """Copy the scale's data and, for a fine-tune, its stage-1 work dir into the copy."""
     matrix = mx.load()
     data = mx.data_root(matrix, scale, 'lvis_v1').parent
     if not (data / 'lvis_v1').is_dir():
         raise SystemExit(f'{mx.rel(data)}: no data; run `python -m pipeline data --scale {scale}`')
-    link = copy / mx.rel(data)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.exists():
-        link.symlink_to(data)
+    if not (copy / mx.rel(data)).exists():  # a copy: a link would resolve outside the copy and
+        shutil.copytree(data, copy / mx.rel(data))  # change the resolved configs' data paths
     parent = mx.run_spec(matrix, run, scale).get('pretrain')
     if parent:
         work = mx.work_dir(scale, parent, 0)

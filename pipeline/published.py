@@ -25,12 +25,7 @@ SCORE_TOLERANCE = 0.05  # Figure 4's mean scores and accuracies, where the compa
 def _read(kind: str, path: Path, run: str, seed: int) -> dict | None:
     """The record, checked as the aggregate checks it: a malformed one stops the comparison with
     a message naming the file (records.RecordError), never a traceback from deep inside it."""
-    if not path.is_file():
-        return None
-    record = records.read_json(path)
-    check = records.check_metrics if kind == 'metrics' else records.check_analysis
-    check(record, path, run, seed)
-    return record
+    return records.read_checked(kind, path, run, seed) if path.is_file() else None
 
 
 def inexact_because(*records: dict) -> str | None:

@@ -135,10 +135,16 @@ def check_analysis(data: dict, path: Path, run: str, seed: int) -> None:
                      path, f'{where}.{key} is {value!r}, not a number in [0, 1] or null')
 
 
+def read_checked(kind: str, path: Path, run: str, seed: int) -> dict:
+    """A metrics or analysis file as written, validated as its kind (RecordError if not)."""
+    data = read_json(path)
+    (check_metrics if kind == 'metrics' else check_analysis)(data, path, run, seed)
+    return data
+
+
 def load_metrics(path: Path, run: str, seed: int, paper: dict) -> dict:
     """The paper's columns of a metrics file, validated, with its provenance."""
-    data = read_json(path)
-    check_metrics(data, path, run, seed)
+    data = read_checked('metrics', path, run, seed)
     values = {}
     for column, spec in paper['columns'].items():
         task = data[spec['task']]
@@ -150,6 +156,5 @@ def load_metrics(path: Path, run: str, seed: int, paper: dict) -> dict:
 
 
 def load_analysis(path: Path, run: str, seed: int) -> dict:
-    data = read_json(path)
-    check_analysis(data, path, run, seed)
+    data = read_checked('analysis', path, run, seed)
     return dict(classes=data['classes'], provenance=data['provenance'], path=path)

@@ -27,7 +27,6 @@ equilibrium_loss.py, utils/mfs.py) and against this repo's models built from the
 from __future__ import annotations
 
 import copy
-import hashlib
 import pickle
 import time
 import zipfile
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from . import matrix as mx
 from . import provenance, records, runconfig
+from .data.fetch import file_digests
 
 # 3.x tensors with no 2.x counterpart, kept at the freshly built model's value, and why.
 NO_COUNTERPART = {
@@ -50,14 +50,6 @@ DATASET_TYPES = {'LVISV1Dataset', 'LVISV05Dataset', 'LVISDataset'}
 
 def refuse(path, reason: str):
     raise SystemExit(f'{path}: refused: {reason}')
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_container(path: Path) -> None:
@@ -225,7 +217,7 @@ def evaluate(scale: str, name: str, checkpoint=None) -> dict:
     spec = entry(matrix, name)
     path = Path(checkpoint) if checkpoint else mx.ROOT / spec['file']
     _check_container(path)
-    sha = file_sha256(path)
+    sha = file_digests(path)[0]
     if spec.get('sha256') and sha != spec['sha256']:
         refuse(path, f'checksum mismatch: sha256 {sha}, experiments.yaml released/{name} '
                      f'expects {spec["sha256"]}; download it again')
@@ -246,7 +238,7 @@ def evaluate(scale: str, name: str, checkpoint=None) -> dict:
             released=name, checkpoint=mx.rel(path), checkpoint_sha256=sha, checksum=checksum,
             checkpoint_meta=meta,
             converter=dict(module='pipeline/released.py',
-                           sha256=file_sha256(Path(__file__))),
+                           sha256=file_digests(Path(__file__))[0]),
             eval_code_sha256=provenance.code_sha256('evaluate'), eval_wall_s=round(wall, 2)))
     out = records.write(metrics_path(scale, name), result)
     print(f'[released] {name}: box AP {result["bbox"]["AP"]}, mask AP {result["segm"]["AP"]} '

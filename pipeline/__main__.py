@@ -67,13 +67,12 @@ def _rank(launcher: str) -> int:
 def _rerun(args, seed: int) -> str:
     """What rerunning a stopped training does: resume from its newest checkpoint if it wrote one
     (train skips one it cannot load), else start afresh."""
-    from .train import CHECKPOINT_NAME
+    from .train import checkpoints
     work = mx.work_dir(args.scale, args.run, seed)
-    found = sorted((int(m.group(2)), p) for p in work.glob('*.pth')
-                   if (m := CHECKPOINT_NAME.match(p.name)))
+    found = checkpoints(work)
     command = f'`python -m pipeline {shlex.join(args.argv)}`'
     if found:
-        return f'{command} resumes from the last checkpoint, {mx.rel(found[-1][1])}'
+        return f'{command} resumes from the last checkpoint, {mx.rel(found[-1])}'
     return f'{mx.rel(work)} has no checkpoint yet, so {command} starts afresh'
 
 
@@ -86,12 +85,13 @@ def _train(args):
             else nullcontext()
         with lock:
             try:
-                train(args.scale, args.run, seed, launcher=args.launcher, cfg_options=options)
+                train(args.scale, args.run, seed, launcher=args.launcher, cfg_options=options,
+                      verbose=args.verbose, tensorboard=args.tensorboard)
             except KeyboardInterrupt:
                 print(f'[train] {args.run} seed {seed} interrupted (Ctrl-C); '
                       f'{_rerun(args, seed)}', file=sys.stderr)
                 return 130
-            except SystemExit as stop:  # the log's SIGTERM line cannot know if one was written
+            except SystemExit as stop:  # the log's SIGTERM line names no command to rerun
                 if stop.code == SIGTERM_EXIT:
                     print(f'[train] {args.run} seed {seed} stopped by SIGTERM; '
                           f'{_rerun(args, seed)}', file=sys.stderr)
@@ -100,17 +100,25 @@ def _train(args):
 
 def _evaluate(args):
     if args.released:
-        if args.run or args.seed is not None:
-            raise SystemExit('evaluate: --released takes no --run or --seed')
+        if args.run or args.seed is not None or args.out:
+            raise SystemExit('evaluate: --released takes no --run, --seed or --out')
         from .released import evaluate as evaluate_released
         evaluate_released(args.scale, args.released, args.checkpoint)
         return
     if args.checkpoint or not args.run:
         raise SystemExit('evaluate: give --run RUN (a trained run), or --released NAME '
                          '--checkpoint FILE (the authors\' weights)')
+    seeds = _seeds(args)
+    if args.out:
+        if not Path(args.out).parent.is_dir():
+            raise SystemExit(f'evaluate: --out {args.out}: no directory '
+                             f'{Path(args.out).parent}; create it first')
+        if len(seeds) > 1:
+            raise SystemExit(f'evaluate: --out saves one seed\'s detections; add --seed (one of '
+                             f'{", ".join(map(str, seeds))})')
     from .evaluate import evaluate
-    for seed in _seeds(args):
-        evaluate(args.scale, args.run, seed)
+    for seed in seeds:
+        evaluate(args.scale, args.run, seed, out=args.out)
 
 
 def _analyse(args):
@@ -268,12 +276,24 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument('--checkpoint', metavar='FILE', default=None,
                            help="with --released: the downloaded file (default: the entry's "
                                 '`file`)')
+            s.add_argument('--out', metavar='FILE_PREFIX', default=None, type=os.path.abspath,
+                           help='also save the detections as LVIS-format JSON: '
+                                'FILE_PREFIX.bbox.json and FILE_PREFIX.segm.json')
         if name == 'train':
             s.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm'],
                            help='pytorch under torchrun, slurm under srun')
             s.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                            help="overrides beyond the matrix's; each key must exist in the "
                                 "config, '+KEY=VALUE' adds a new one")
+            s.add_argument('--verbose', action='store_true',
+                           help="print mmengine's whole log (environment, config, every logged "
+                                'iteration), not only a progress line; the log file has it '
+                                'either way')
+            s.add_argument('--tensorboard', action='store_true',
+                           help='also log the training scalars for TensorBoard, under the run\'s '
+                                'work dir (<timestamp>/vis_data/); added at run time, so not '
+                                "part of the resolved config or its hash (needs `pip install "
+                                "tensorboard`)")
         s.set_defaults(func=func)
 
     s = sub.add_parser('aggregate', help='Tables 1-5, Figure 4 and REPORT.md of a scale')
@@ -299,7 +319,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-SERVED = ('train', 'evaluate', 'analyse')  # the stages a fork server may run (pipeline/forkserver.py)
+# The stages that compute with torch: a fork server may run them (pipeline/forkserver.py), and
+# only they pay torch's import to turn oneDNN off (determinism.apply).
+TORCH_STAGES = ('train', 'evaluate', 'analyse')
 
 
 def main(argv=None) -> int:
@@ -313,12 +335,13 @@ def main(argv=None) -> int:
         if getattr(args, 'scale', None) and args.stage != 'clean':  # clean computes nothing
             from . import determinism
             spec = mx.scale(mx.load(), args.scale)
-            if args.stage in SERVED and 'torch' not in sys.modules:
+            if args.stage in TORCH_STAGES and 'torch' not in sys.modules:
                 from .forkserver import call
                 code = call(argv, determinism.pinned_env(spec, args.threads, args.scale))
                 if code is not None:
                     return code
-            determinism.apply(spec, threads=args.threads, scale_name=args.scale)
+            determinism.apply(spec, threads=args.threads, scale_name=args.scale,
+                              computes=args.stage in TORCH_STAGES)
         os.chdir(mx.ROOT)
         return args.func(args) or 0
     except records.RecordError as err:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from . import provenance, records, runconfig
+from . import provenance, records
 from . import matrix as mx
 from .evaluate import trained
 
@@ -22,8 +22,7 @@ def analyse(scale: str, run: str, seed: int) -> dict:
     cfg, sha, ckpt, identity = trained(matrix, scale, run, seed)
     cfg.work_dir = str(mx.work_dir(scale, run, seed) / 'analyse')
     runner = Runner.from_cfg(cfg)
-    with runconfig.own_checkpoints():
-        runner.load_checkpoint(str(ckpt), map_location='cpu')
+    runner.load_checkpoint(str(ckpt), map_location='cpu')
     loader = Runner.build_dataloader(cfg.test_dataloader)
     stats = gt_classification_stats(runner.model, loader)
 

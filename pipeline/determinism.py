@@ -78,16 +78,18 @@ def pinned_env(scale: dict, threads: int | None = None, scale_name: str = '') ->
     return env
 
 
-def apply(scale: dict, threads: int | None = None, scale_name: str = '') -> None:
-    """Set pinned_env for this process and its children, then, where the pin holds, turn
-    oneDNN off in torch. Must run before torch is imported: torch reads the environment once,
-    when it starts (its thread pool follows OMP_NUM_THREADS)."""
+def apply(scale: dict, threads: int | None = None, scale_name: str = '',
+          computes: bool = True) -> None:
+    """Set pinned_env for this process and its children, then, where the pin holds and the
+    process computes with torch (`computes`), turn oneDNN off in torch; the stages that only
+    read records skip torch's import. Must run before torch is imported: torch reads the
+    environment once, when it starts (its thread pool follows OMP_NUM_THREADS)."""
     env = pinned_env(scale, threads, scale_name)
     if 'torch' in sys.modules and any(os.environ.get(k) != v for k, v in env.items()):
         raise RuntimeError('determinism.apply must run before torch is imported: the CPU kernel '
                            'path and thread pool are fixed when torch starts')
     os.environ.update(env)
-    if PIN_ENV.items() <= env.items():
+    if computes and PIN_ENV.items() <= env.items():
         import torch
         torch.backends.mkldnn.enabled = False
 

@@ -2,7 +2,8 @@
 
 Runs the resolved config's test evaluator (FastLVISMetric: faster-coco-eval in LVIS mode, top
 300 detections per image) on the run's final checkpoint and writes
-work/<scale>/results/metrics/<run>/seed<k>.json, AP in percent.
+work/<scale>/results/metrics/<run>/seed<k>.json, AP in percent, per class too (classwise is set
+here at run time, so the resolved configs and their hashes stay as they are).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 
 from . import provenance, records, runconfig
 from . import matrix as mx
-from .train import read_identity
+from .train import loss_curve, read_identity
 
 
 def trained(matrix: dict, scale: str, run: str, seed: int):
@@ -31,7 +32,8 @@ def trained(matrix: dict, scale: str, run: str, seed: int):
     return cfg, sha, ckpt, identity
 
 
-def evaluate(scale: str, run: str, seed: int) -> dict:
+def evaluate(scale: str, run: str, seed: int, out: str | None = None) -> dict:
+    """out: a file prefix; the detections also go to {out}.bbox.json and {out}.segm.json."""
     from mmengine.runner import Runner
 
     from loce.evaluation import AP_KEYS
@@ -41,36 +43,46 @@ def evaluate(scale: str, run: str, seed: int) -> dict:
     cfg, sha, ckpt, identity = trained(matrix, scale, run, seed)
     cfg.load_from, cfg.resume = str(ckpt), False
     cfg.work_dir = str(mx.work_dir(scale, run, seed) / 'eval')
+    cfg.test_evaluator.classwise = True
+    if out:
+        cfg.test_evaluator.outfile_prefix = out
     start = time.perf_counter()
-    with runconfig.own_checkpoints():
-        raw = Runner.from_cfg(cfg).test()
+    raw = Runner.from_cfg(cfg).test()
     wall = time.perf_counter() - start
     train_summary = mx.work_dir(scale, run, seed) / 'train.json'
     train_wall = json.loads(train_summary.read_text())['train_wall_s'] if train_summary.is_file() else None
+    train = mx.annotation_file(matrix, scale, spec['dataset'], 'train')
+    categories = sorted(json.loads(train.read_text())['categories'], key=lambda c: c['id'])
     result = records.metrics(
         run=run, seed=seed, scale=scale, dataset=spec['dataset'], raw=raw, keys=AP_KEYS,
         provenance=provenance.record(
             config=mx.config_path(matrix, scale, spec['config']), config_sha256=sha, seed=seed,
             resolved_config=mx.rel(mx.resolved_config(scale, run, seed)), identity=identity,
             eval_code_sha256=provenance.code_sha256('evaluate'), train_wall_s=train_wall,
-            eval_wall_s=round(wall, 2), checkpoint=mx.rel(ckpt)))
-    trace = indicator_trace(matrix, scale, run, seed)
+            eval_wall_s=round(wall, 2), checkpoint=mx.rel(ckpt)),
+        classes=[dict(c, train_instances=c['instance_count']) for c in categories])
+    trace = indicator_trace(scale, run, seed, categories)
     if trace:
         result['diagnostics'] = dict(indicator_trace=trace)
+    curve = loss_curve(mx.work_dir(scale, run, seed))
+    if curve:
+        result.setdefault('diagnostics', {})['loss_curve'] = curve
     records.write(mx.metrics_path(scale, run, seed), result)
+    if out:
+        print(f'[evaluate] {run} seed {seed}: detections saved to {out}.bbox.json and '
+              f'{out}.segm.json')
     return result
 
 
-def indicator_trace(matrix: dict, scale: str, run: str, seed: int) -> dict | None:
+def indicator_trace(scale: str, run: str, seed: int, categories: list[dict]) -> dict | None:
     """The mean score through fine-tuning (IndicatorTraceHook), averaged within each frequency
-    group: {iterations, mean_score: {r, c, f}}; None for a run without a LOCE head."""
+    group of the training `categories` (by id): {iterations, mean_score: {r, c, f}}; None for a
+    run without a LOCE head."""
     path = mx.work_dir(scale, run, seed) / 'indicator_trace.json'
     if not path.is_file():
         return None
     trace = json.loads(path.read_text())
-    train = mx.annotation_file(matrix, scale, mx.run_spec(matrix, run)['dataset'], 'train')
-    groups = [c['frequency'] for c in sorted(json.loads(train.read_text())['categories'],
-                                             key=lambda c: c['id'])]
+    groups = [c['frequency'] for c in categories]
     means = {}
     for group in 'rcf':
         members = [i for i, g in enumerate(groups) if g == group]

@@ -3,8 +3,12 @@ per-class analysis (analyse). Each is built, validated, written and read here, s
 the aggregate's reader and the tests share one schema.
 
 metrics:  {run, seed, scale, dataset, bbox: {AP, AP50, ...}, segm: {...}, provenance,
-          diagnostics (optional: the indicator's trajectory, pipeline/evaluate.py)}, AP in
-          percent, None where LVIS leaves a value undefined (no GT in a group).
+          diagnostics (optional: the indicator's trajectory, pipeline/evaluate.py),
+          per_class (optional: {classes: [{id, name, frequency, train_instances}, ...],
+          bbox: [AP, ...], segm: [AP, ...]}, the AP lists aligned with classes, by id)}, AP in
+          percent, None where LVIS leaves a value undefined (no GT in a group or class).
+          per_class carries the class facts so that it plots without the annotation file;
+          records written before it existed have none.
 analysis: {run, seed, scale, classes: [{id, name, frequency, train_instances, val_instances,
           mean_score, accuracy, accuracy_fg}, ...], provenance}, scores and accuracies in
           [0, 1] or None (loce.evaluation.classification_stats says what each one is).
@@ -18,6 +22,7 @@ from pathlib import Path
 from . import atomic
 
 TASKS = ('bbox', 'segm')
+PER_CLASS_FIELDS = ('id', 'name', 'frequency', 'train_instances')
 CLASS_FIELDS = ('id', 'name', 'frequency', 'train_instances', 'val_instances', 'mean_score',
                 'accuracy', 'accuracy_fg')
 SCORE_FIELDS = ('mean_score', 'accuracy', 'accuracy_fg')
@@ -37,20 +42,30 @@ def defined(value) -> float | None:
     return None if math.isnan(value) or value < 0 else value
 
 
-def metrics(*, run: str, seed: int, scale: str, dataset: str, raw: dict, keys, provenance: dict) -> dict:
-    """The record from an LVIS evaluator's output ('lvis/bbox_APr': 0.123 -> bbox.APr 12.3)."""
-    tasks = {}
-    for task in TASKS:
-        tasks[task] = {}
-        for key in keys:
-            name = f'lvis/{task}_{key}'
-            if name not in raw:
-                raise SystemExit(f'evaluator returned no {name!r} (got {sorted(raw)}); the '
-                                 "config's test_evaluator must be FastLVISMetric with "
-                                 "metric=['bbox', 'segm']")
-            value = defined(raw[name])
-            tasks[task][key] = None if value is None else round(100 * value, 2)
-    return dict(run=run, seed=seed, scale=scale, dataset=dataset, **tasks, provenance=provenance)
+def metrics(*, run: str, seed: int, scale: str, dataset: str, raw: dict, keys, provenance: dict,
+            classes: list[dict] | None = None) -> dict:
+    """The record from an LVIS evaluator's output ('lvis/bbox_APr': 0.123 -> bbox.APr 12.3);
+    with `classes` ({id, name, frequency, train_instances}) also per_class, from the
+    evaluator's classwise keys ('lvis/bbox_AP_cls3')."""
+    tasks = {task: {key: _percent(raw, f'lvis/{task}_{key}') for key in keys} for task in TASKS}
+    record = dict(run=run, seed=seed, scale=scale, dataset=dataset, **tasks, provenance=provenance)
+    if classes is not None:
+        classes = sorted(({k: c[k] for k in PER_CLASS_FIELDS} for c in classes),
+                         key=lambda c: c['id'])
+        record['per_class'] = dict(classes=classes, **{
+            task: [_percent(raw, f'lvis/{task}_AP_cls{c["id"]}') for c in classes]
+            for task in TASKS})
+    return record
+
+
+def _percent(raw: dict, name: str) -> float | None:
+    if name not in raw:
+        raise SystemExit(f'evaluator returned no {name!r} (got {len(raw)} keys, e.g. '
+                         f'{sorted(raw)[:12]}); the config\'s test_evaluator must be '
+                         "FastLVISMetric with metric=['bbox', 'segm'] (classwise=True for "
+                         'per-class AP)')
+    value = defined(raw[name])
+    return None if value is None else round(100 * value, 2)
 
 
 def analysis(*, run: str, seed: int, scale: str, classes: list[dict], provenance: dict) -> dict:
@@ -116,6 +131,30 @@ def check_metrics(data: dict, path: Path, run: str, seed: int) -> None:
         _require(isinstance(data[task], dict), path, f'{task!r} is not an object')
         for key, value in data[task].items():
             _metric_value(value, path, f'{task}.{key}')
+    if 'per_class' in data:
+        _check_per_class(data['per_class'], path)
+
+
+def _check_per_class(per_class, path: Path) -> None:
+    _require(isinstance(per_class, dict) and isinstance(per_class.get('classes'), list), path,
+             "'per_class' is not an object with a 'classes' list")
+    classes = per_class['classes']
+    for i, cls in enumerate(classes):
+        where = f'per_class.classes[{i}]'
+        _require(isinstance(cls, dict) and set(PER_CLASS_FIELDS) <= set(cls), path,
+                 f'{where} lacks one of {", ".join(PER_CLASS_FIELDS)}')
+        _require(cls['frequency'] in FREQUENCIES, path,
+                 f'{where}.frequency is {cls["frequency"]!r}, not r, c or f')
+        _require(isinstance(cls['train_instances'], int), path,
+                 f'{where}.train_instances is not an integer')
+    _require(len({c['id'] for c in classes}) == len(classes), path,
+             'per_class.classes lists a class id twice')
+    for task in TASKS:
+        values = per_class.get(task)
+        _require(isinstance(values, list) and len(values) == len(classes), path,
+                 f'per_class.{task} is not a list of {len(classes)} APs, one per class')
+        for i, value in enumerate(values):
+            _metric_value(value, path, f'per_class.{task}[{i}]')
 
 
 def check_analysis(data: dict, path: Path, run: str, seed: int) -> None:
@@ -152,7 +191,8 @@ def load_metrics(path: Path, run: str, seed: int, paper: dict) -> dict:
         values[column] = _metric_value(task[spec['metric']], path,
                                        f'{spec["task"]}.{spec["metric"]}')
     return dict(values=values, tasks={t: data[t] for t in TASKS}, provenance=data['provenance'],
-                diagnostics=data.get('diagnostics', {}), path=path)
+                diagnostics=data.get('diagnostics', {}), per_class=data.get('per_class'),
+                path=path)
 
 
 def load_analysis(path: Path, run: str, seed: int) -> dict:

@@ -14,10 +14,8 @@ import copy
 import difflib
 import functools
 import json
-import os
 import re
 import reprlib
-from contextlib import contextmanager
 from pathlib import Path
 
 from . import atomic
@@ -228,25 +226,6 @@ def relocate_data(cfg, root: Path) -> None:
     for key in list(cfg.keys()):
         cfg[key] = walk(cfg[key])
     cfg.data_root = new
-
-
-@contextmanager
-def own_checkpoints():
-    """Allow torch.load to unpickle mmengine's checkpoint extras (message hub, history).
-
-    torch >= 2.6 loads with weights_only=True, which rejects them. Only used around loads of
-    checkpoints this pipeline wrote under work/; published weights stay weights_only.
-    """
-    key = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
-    old = os.environ.get(key)
-    os.environ[key] = '1'
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def require_own_checkpoint(path: Path, what: str) -> Path:

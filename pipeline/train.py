@@ -13,7 +13,6 @@ import json
 import os
 import re
 import time
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,14 +23,22 @@ IDENTITY = 'identity.json'
 CHECKPOINT_NAME = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
 
-def check_annotations(paths) -> None:
+def check_annotations(paths, scale: str) -> None:
     """Every annotation file parses as JSON, before mmdet would fail on it deep inside."""
     for path in paths:
         try:
             json.loads(Path(path).read_bytes())
         except (OSError, ValueError) as err:
-            raise SystemExit(f'{mx.rel(path)}: not a readable annotation file ({err}); rerun '
-                             'the data stage (`python -m pipeline data --scale ...`)') from None
+            raise SystemExit(f'{mx.rel(path)}: not a readable annotation file ({err}); rerun the '
+                             f'data stage (`python -m pipeline data --scale {scale}`)') from None
+
+
+def checkpoints(work: Path) -> list[Path]:
+    """The epoch/iteration checkpoints in `work`, oldest first (by number: iter_94 before
+    iter_188, which names alone would not sort)."""
+    found = sorted((int(m.group(2)), p) for p in work.glob('*.pth')
+                   if (m := CHECKPOINT_NAME.match(p.name)))
+    return [p for _, p in found]
 
 
 def good_checkpoint(work: Path) -> Path | None:
@@ -39,12 +46,11 @@ def good_checkpoint(work: Path) -> Path | None:
     while writing) are renamed to *.corrupt and the previous one is taken, saying so."""
     import torch
 
-    found = sorted((int(m.group(2)), p) for p in work.glob('*.pth')
-                   if (m := CHECKPOINT_NAME.match(p.name)))
-    for _, path in reversed(found):
+    import loce  # noqa: F401  (lets torch load mmengine's checkpoints weights-only)
+
+    for path in reversed(checkpoints(work)):
         try:
-            with runconfig.own_checkpoints():
-                torch.load(path, map_location='cpu', weights_only=False)
+            torch.load(path, map_location='cpu', weights_only=True)
             return path
         except Exception as err:  # noqa: BLE001  (any unpickling failure means unusable)
             bad = path.with_name(path.name + '.corrupt')
@@ -91,17 +97,27 @@ def check_parent(matrix: dict, scale: str, spec: dict, seed: int, cfg) -> None:
 
 
 def train(scale: str, run: str, seed: int, *, launcher: str = 'none',
-          cfg_options: dict | None = None) -> dict:
-    """cfg_options: extra overrides on top of the matrix's (part of the resolved config)."""
+          cfg_options: dict | None = None, verbose: bool = False,
+          tensorboard: bool = False) -> dict:
+    """cfg_options: extra overrides on top of the matrix's (part of the resolved config).
+    verbose: mmengine's whole log on the console too, not only in its log file. tensorboard:
+    also log the scalars for TensorBoard (a run-time addition, like the hooks below: it is not
+    part of the resolved config or its hash)."""
+    if tensorboard:
+        try:  # what mmengine's TensorboardVisBackend imports, only once training has started
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError as err:
+            raise SystemExit(f'--tensorboard needs the tensorboard package ({err}); '
+                             'pip install tensorboard') from None
     from mmengine.runner import Runner
 
-    from . import train_hooks  # noqa: F401  (registers the hooks added below)
+    from . import train_hooks  # also registers the hooks added below
 
     matrix = mx.load()
     spec = mx.run_spec(matrix, run, scale)
     config_file, sha = runconfig.resolve_and_write(matrix, scale, run, seed, cfg_options)
     cfg, _ = runconfig.load(scale, run, seed)
-    check_annotations(mx.annotation_files(matrix, scale, spec['dataset']))
+    check_annotations(mx.annotation_files(matrix, scale, spec['dataset']), scale)
     identity = provenance.identity(matrix, scale, run, sha)
     work, final = mx.work_dir(scale, run, seed), mx.checkpoint(scale, run, seed)
     rank = int(os.environ.get('RANK', 0))
@@ -123,18 +139,30 @@ def train(scale: str, run: str, seed: int, *, launcher: str = 'none',
     cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
     distributed.prepare(cfg, launcher)
     cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='RNGStateHook'),
-                        dict(type='DataCheckHook'), dict(type='FiniteLossHook', run=run, seed=seed),
+                        dict(type='DataCheckHook', scale=scale),
+                        dict(type='FiniteLossHook', run=run, seed=seed),
                         dict(type='StopOnSigtermHook')]
     if cfg.model.roi_head.get('type') == 'LOCERoIHead':
         cfg.custom_hooks.append(dict(type='IndicatorTraceHook'))
+    if not verbose:
+        cfg.custom_hooks.append(dict(type='ProgressHook', name=f'{run} seed {seed}'))
+    # mmengine keeps one visualizer per name in a process: under the configs' fixed name, a
+    # second seed trained in this process would log its losses into the first seed's dir.
+    cfg.visualizer.pop('name', None)
+    if tensorboard:
+        cfg.visualizer.vis_backends = [*cfg.visualizer.vis_backends,
+                                       dict(type='TensorboardVisBackend')]
     latest = good_checkpoint(work) if work.is_dir() else None
     if latest:
         cfg.resume, cfg.load_from = True, str(latest)
         print(f'[train] {run} seed {seed}: resuming from {mx.rel(latest)}')
     start = time.perf_counter()
-    with runconfig.own_checkpoints() if cfg.get('load_from') else nullcontext():
-        runner = Runner.from_cfg(cfg)
-        runner.train()
+    runner = (Runner if verbose else train_hooks.QuietRunner).from_cfg(cfg)
+    runner.logger.addFilter(train_hooks.not_an_mmengine_notice)
+    if runner.rank == 0:
+        print(f"[train] {run} seed {seed}: training; mmengine's log: "
+              f'{mx.rel(runner.logger.log_file)}')
+    runner.train()
     wall = time.perf_counter() - start
     if runner.rank != 0:
         return {}
@@ -153,9 +181,40 @@ def train(scale: str, run: str, seed: int, *, launcher: str = 'none',
     tmp.unlink(missing_ok=True)
     os.link(last, tmp)
     os.replace(tmp, final)
+    print(f'[train] {run} seed {seed}: done; final checkpoint {mx.rel(final)}, log '
+          f'{mx.rel(runner.logger.log_file)}')
     return summary
 
 
 def _read_summary(work) -> dict:
     path = work / 'train.json'
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def loss_curve(work: Path, points: int = 200) -> dict | None:
+    """The training losses mmengine logged in the run's work dir (LocalVisBackend,
+    <timestamp>/vis_data/scalars.json), for the loss-curve figure: {iterations, loss, loss_cls,
+    ...}, at most `points` evenly spaced iterations (the last kept); None if none were logged.
+
+    A resumed run has one file per start; an iteration logged twice (after the checkpoint it
+    resumed from, before the kill) is taken from the later start, which the weights continue.
+    A line cut short by a kill is skipped."""
+    logged = {}
+    for path in sorted(work.glob('*/vis_data/scalars.json')):  # timestamp names: start order
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if 'loss' in row:
+                logged[row['step']] = {k: round(v, 6) for k, v in row.items()
+                                       if k.startswith('loss')}
+    if not logged:
+        return None
+    iterations = sorted(logged)
+    if len(iterations) > points:
+        step = (len(iterations) - 1) / (points - 1)
+        iterations = [iterations[round(i * step)] for i in range(points)]
+    terms = dict.fromkeys(k for i in iterations for k in logged[i])
+    return dict(iterations=iterations, **{k: [logged[i].get(k) for i in iterations]
+                                          for k in terms})

@@ -9,20 +9,29 @@
 - FiniteLossHook: a NaN or infinite loss term stops training at once, naming run, seed,
   iteration and term; the checkpoints written before it stay, no final weights are published.
 - StopOnSigtermHook: SIGTERM (a scheduler's time limit, scancel) stops at the next iteration
-  boundary rather than mid-checkpoint; the rerun resumes from the last checkpoint.
+  boundary rather than mid-checkpoint; the rerun resumes from the last checkpoint, if one was
+  written.
 - IndicatorTraceHook: LOCE's indicator (the mean score) through fine-tuning, for the trajectory
   figure: where it starts (after the warm-up), how it moves, where it ends.
+- ProgressHook and QuietRunner: a progress line on the console every half minute, with warnings
+  and errors; mmengine's INFO log (environment, config, every logged iteration: a thousand
+  lines a run) goes to its log file alone, unless `train --verbose`.
 """
+import logging
 import math
 import os
 import random
 import signal
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner import IterBasedTrainLoop, Runner
+
+from pipeline.train import checkpoints
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a job ended by SIGTERM
 
@@ -88,7 +97,7 @@ def _num_classes(model) -> int | None:
     return getattr(head, 'num_classes', None)
 
 
-def check_dataset(dataset, model, where: str) -> None:
+def check_dataset(dataset, model, where: str, scale: str) -> None:
     """A non-empty dataset, every listed image on disk, and as many classes in the annotations
     as the model predicts; else a message naming the annotation file and the fix."""
     base = _base_dataset(dataset)
@@ -107,7 +116,7 @@ def check_dataset(dataset, model, where: str) -> None:
     if missing:
         raise SystemExit(f'{ann_file}: {len(missing)} listed images are missing on disk '
                          f'(first: {missing[0]}); rerun the data stage (`python -m pipeline '
-                         'data --scale ...`) or fix data_prefix')
+                         f'data --scale {scale}`) or fix data_prefix')
 
 
 def _model(runner):
@@ -121,11 +130,15 @@ class DataCheckHook(Hook):
 
     priority = 'VERY_HIGH'
 
+    def __init__(self, scale: str):
+        self.scale = scale
+
     def before_train(self, runner) -> None:
-        check_dataset(runner.train_dataloader.dataset, _model(runner), 'the training set')
+        check_dataset(runner.train_dataloader.dataset, _model(runner), 'the training set',
+                      self.scale)
 
     def before_test(self, runner) -> None:
-        check_dataset(runner.test_dataloader.dataset, _model(runner), 'the test set')
+        check_dataset(runner.test_dataloader.dataset, _model(runner), 'the test set', self.scale)
 
 
 @HOOKS.register_module()
@@ -162,8 +175,11 @@ class StopOnSigtermHook(Hook):
 
     def _stop_if_asked(self, runner) -> None:
         if self._asked:
-            runner.logger.info(f'SIGTERM: stopping at iteration {runner.iter}; a rerun resumes '
-                               'from the last checkpoint')
+            found = checkpoints(Path(runner.work_dir))
+            then = (f'a rerun resumes from {found[-1].name}' if found else
+                    'no checkpoint written yet; a rerun starts from the beginning')
+            # a warning, so that the console shows it (QuietRunner)
+            runner.logger.warning(f'SIGTERM: stopping at iteration {runner.iter}; {then}')
             raise SystemExit(SIGTERM_EXIT)
 
     def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
@@ -216,3 +232,66 @@ class IndicatorTraceHook(Hook):
         if runner.rank == 0:
             from pipeline import atomic
             atomic.write_json(os.path.join(runner.work_dir, 'indicator_trace.json'), self.trace)
+
+
+class QuietRunner(Runner):
+    """mmengine's Runner with a console that shows warnings and errors only: its INFO lines go
+    to the log file alone, and ProgressHook says how far training is."""
+
+    def build_logger(self, *args, **kwargs):
+        logger = super().build_logger(*args, **kwargs)
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler):  # the console
+                handler.setLevel(max(handler.level, logging.WARNING))
+        return logger
+
+
+# mmengine 0.10.7's own CheckpointHook makes a FileClient, mmengine's deprecated API, at every
+# start and save, whatever the config; its two notices name nothing a user could change.
+MMENGINE_NOTICES = frozenset((
+    '"FileClient" will be deprecated in future. Please use io functions in '
+    'https://mmengine.readthedocs.io/en/latest/api/fileio.html#file-io',
+    '"HardDiskBackend" is the alias of "LocalBackend" and the former will be deprecated in '
+    'future.'))
+
+
+def not_an_mmengine_notice(record: logging.LogRecord) -> bool:
+    return record.getMessage() not in MMENGINE_NOTICES
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f'{hours}h{minutes:02d}m'
+    return f'{minutes}m{seconds:02d}s' if minutes else f'{seconds}s'
+
+
+@HOOKS.register_module()
+class ProgressHook(Hook):
+    """One console line after the first iteration, every `every_s` seconds and after the last:
+    the iteration, the loss averaged since the previous line and the time left at the pace so
+    far (mmengine's log file has every loss term)."""
+
+    priority = 'LOW'
+
+    def __init__(self, name: str = '', every_s: float = 30.0):
+        self.name, self.every_s = name, every_s
+
+    def before_train(self, runner) -> None:
+        self.start, self.start_iter = time.perf_counter(), runner.iter
+        self.printed, self.losses = -math.inf, []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.rank != 0:
+            return
+        if outputs and 'loss' in outputs:
+            self.losses.append(float(torch.as_tensor(outputs['loss']).detach()))
+        done, total, now = runner.iter + 1, runner.max_iters, time.perf_counter()
+        if now - self.printed < self.every_s and done < total:
+            return
+        left = (total - done) * (now - self.start) / (done - self.start_iter)
+        loss = f'{sum(self.losses) / len(self.losses):.3f}' if self.losses else '?'
+        print(f'[train] {self.name}: iter {done}/{total} ({100 * done // total}%), loss {loss}, '
+              f'ETA {_duration(left)}', flush=True)
+        self.printed, self.losses = now, []

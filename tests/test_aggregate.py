@@ -210,6 +210,8 @@ def test_every_output_file_exists_and_no_temp_file_is_left(done):
     expected |= {f'figures/{f}.{ext}' for f in ('figure4', 'indicator_trajectory')
                  for ext in ('png', 'svg', 'csv')} | {'REPORT.md'}
     expected |= {f'figures/figure4_{p}.csv' for p in 'abc'}
+    expected |= {'tables/per_class_ap.csv', 'figures/ap_by_frequency.png',
+                 'figures/ap_by_frequency.csv', 'figures/loss_curves.png'}
     expected |= {f'ap/{run}.json' for run in mx.runs_at(done['matrix'], 'smoke')}
     made = {str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()
             and p.parts[len(out.parts)] in ('tables', 'figures', 'ap', 'REPORT.md')}

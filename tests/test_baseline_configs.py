@@ -334,7 +334,7 @@ def test_decoupled_rows_train_only_the_classifier_over_a_stage1_model(stem):
 @pytest.mark.parametrize('stem', ['bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5',
                                   'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1'])
 def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp_path,
-                                                                      monkeypatch, tiny_lvis):
+                                                                      tiny_lvis):
     from mmengine.runner import Runner
 
     from pipeline.data.subset import subset
@@ -355,13 +355,12 @@ def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp
             CONFIGS / 'smoke' / f'{STAGE1[RECIPES[stem]["block"]]}-tiny.py'))
         torch.save(dict(state_dict=stage1.state_dict(), meta={}), tmp_path / 'stage1.pth')
         cfg.load_from = str(tmp_path / 'stage1.pth')
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoints only
     runner = Runner.from_cfg(cfg)
     runner.train()
     metrics = runner.test()
     assert {'lvis/bbox_AP', 'lvis/segm_AP', 'lvis/bbox_APr'} <= set(metrics)
     saved = torch.load(tmp_path / 'work' / 'iter_3.pth', map_location='cpu',
-                       weights_only=False)['state_dict']
+                       weights_only=True)['state_dict']
     statistic = {'GroupSoftmaxLoss': 'instance_counts',
                  'EqualizationLoss': 'image_frequency'}[RECIPES[stem]['loss']]
     assert saved[f'roi_head.bbox_head.loss_cls.{statistic}'].sum() > 0

@@ -194,6 +194,17 @@ def test_load_from_on_a_fine_tune_is_refused_naming_the_pretrain_run():
         in message
 
 
+def test_evaluate_out_into_a_missing_directory_is_refused_before_evaluating(cli, tmp_path,
+                                                                           monkeypatch):
+    import pipeline.evaluate
+    monkeypatch.setattr(pipeline.evaluate, 'evaluate', lambda *a, **k: pytest.fail('evaluated'))
+    out = tmp_path / 'nowhere' / 'dets'
+    with pytest.raises(SystemExit) as stop:
+        cli(['evaluate', '--scale', SCALE, '--run', RUN, '--seed', '0', '--out', str(out)])
+    assert _one_line(stop.value.code) == (f'evaluate: --out {out}: no directory '
+                                          f'{out.parent}; create it first')
+
+
 def test_a_seed_the_scale_does_not_list_is_refused_with_the_valid_ones(cli, fake_train):
     with pytest.raises(SystemExit, match=r'--seed 7: the smoke scale runs r50_v1 with seed\(s\) '
                                          r'0 \(experiments.yaml\); give one of them, or add '

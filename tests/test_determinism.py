@@ -65,3 +65,20 @@ def test_the_pin_is_in_the_environment_of_every_cpu_scale_and_of_no_gpu_scale():
             assert env['OMP_NUM_THREADS'] == str(spec['threads']), name
         else:
             assert not set(determinism.PIN_ENV) & set(env), name
+
+
+@pytest.mark.parametrize('stage, imports_torch', [('aggregate', False), ('compare', False),
+                                                  ('train', True)])
+def test_only_the_stages_that_compute_import_torch_to_pin_it(stage, imports_torch):
+    """The CLI's pin in a stage that only reads records sets the environment (its children
+    inherit it) without paying torch's import; a training stage gets oneDNN turned off."""
+    code = ('import sys; from pipeline import __main__ as cli, determinism, matrix as mx; '
+            f'determinism.apply(mx.scale(mx.load(), "smoke"), scale_name="smoke", '
+            f'computes={stage!r} in cli.TORCH_STAGES); '
+            'import os; print("torch" in sys.modules, '
+            'determinism.PIN_ENV.items() <= os.environ.items())')
+    env = {k: v for k, v in os.environ.items()
+           if k not in (*determinism.PIN_ENV, *determinism.THREAD_ENV, determinism.NO_PIN_ENV)}
+    done = subprocess.run([sys.executable, '-c', code], cwd=mx.ROOT, capture_output=True,
+                          text=True, env=env, check=True)
+    assert done.stdout.split() == [str(imports_torch), 'True']

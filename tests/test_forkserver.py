@@ -56,7 +56,7 @@ def test_a_served_stage_trains_the_same_weights_as_a_fresh_process(server):
         subprocess.run(['rm', '-rf', str(work)], check=True)
         done = _train(seed, env)
         assert done.returncode == 0, done.stderr[-3000:]
-        assert 'Saving checkpoint' in done.stdout + done.stderr  # the caller's own output
+        assert f'r50_v1 seed {seed}: done; final checkpoint' in done.stdout  # the caller's output
         weights.append(torch.load(work / 'final.pth', map_location='cpu',
                                   weights_only=False)['state_dict'])
     # seeds differ only in the seed: compare a served seed-41 run with the fresh one

@@ -1,19 +1,24 @@
 """LOCERoIHead: per-instance indicator entries from each image's own rows, memory features in the
 bbox losses but not the mask head, and a real LOCE fine-tuning iteration through the mmengine
 Runner (warm-up, freezing, finite losses) that resumes with its mean score intact."""
+import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from mmdet.registry import MODELS
 
-import loce.engine  # noqa: F401  (registers the hooks)
-import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
+import loce  # noqa: F401  (registers the modules and the checkpoints' safe globals)
 from loce.models.indicator import MeanScore
 from loce.testing import detection_batch
 
@@ -242,8 +247,46 @@ def test_one_loce_fine_tuning_iteration(first_epoch):
                                model.roi_head.indicator.scores)
 
 
-def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch, monkeypatch):
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')  # our own checkpoint
+def test_the_checkpoint_loads_weights_only_as_mmdet_tools_load_it(first_epoch):
+    """tools/test.py loads load_from through mmengine's _load_checkpoint, i.e. torch.load with
+    torch's default weights_only=True; in a fresh process that imported the plug-in (as a config's
+    custom_imports does) it gives the same tensors as an unrestricted load."""
+    checkpoint = first_epoch.tmp_path / 'work/epoch_1.pth'
+    out = first_epoch.tmp_path / 'weights_only_state.pth'
+    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
+    subprocess.run([sys.executable, '-c', (
+        'import sys, torch, loce; from mmengine.runner.checkpoint import _load_checkpoint; '
+        'state = _load_checkpoint(sys.argv[1], map_location="cpu"); '
+        'torch.save(state["state_dict"], sys.argv[2])'), str(checkpoint), str(out)],
+        env=env, check=True)
+    expected = torch.load(checkpoint, weights_only=False)['state_dict']
+    loaded = torch.load(out, weights_only=True)
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+class _GetattrOf:
+    """Pickles as getattr(owner, name): what a hostile checkpoint would use to reach code."""
+
+    def __init__(self, owner, name):
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return getattr, (self.owner, self.name)
+
+
+@pytest.mark.parametrize('owner, name', [(np.ndarray, 'tofile'), (HistoryBuffer, '__init__')])
+def test_weights_only_getattr_reaches_history_buffer_statistics_only(tmp_path, owner, name):
+    allowed = tmp_path / 'allowed.pth'
+    torch.save({'mean': _GetattrOf(HistoryBuffer, 'mean')}, allowed)
+    assert torch.load(allowed, weights_only=True)['mean'] is HistoryBuffer.mean
+    hostile = tmp_path / 'hostile.pth'
+    torch.save({'x': _GetattrOf(owner, name)}, hostile)
+    with pytest.raises(pickle.UnpicklingError, match=f'getattr.*{name}.*not allowed'):
+        torch.load(hostile, weights_only=True)
+
+
+def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch):
     checkpoint = first_epoch.tmp_path / 'work/epoch_1.pth'
     state = torch.load(checkpoint, weights_only=False)
     saved_memory = state['loce_feature_memory']
@@ -254,7 +297,8 @@ def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch, mon
     runner = _runner(first_epoch.tmp_path, first_epoch.data, 2, probe,
                      resume=True, load_from=str(checkpoint))
     runner.train()
-    assert probe.seen[0]['iter'] == 1 and probe.seen[0]['memory'] == int(saved_memory['filled'].sum())
+    assert probe.seen[0]['iter'] == 1
+    assert probe.seen[0]['memory'] == int(saved_memory['filled'].sum())
     assert torch.equal(probe.seen[0]['filled'], saved_memory['filled'])
     assert torch.equal(probe.seen[0]['features'], saved_memory['features'])  # not refilled
     torch.testing.assert_close(probe.seen[0]['scores'],
@@ -262,8 +306,7 @@ def test_resume_restores_the_checkpointed_memory_and_mean_score(first_epoch, mon
 
 
 def test_a_memory_above_the_threshold_is_not_checkpointed_and_refilled_on_resume(
-        tmp_path, monkeypatch, tiny_lvis):
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+        tmp_path, tiny_lvis):
     hooks = [dict(type='FreezeRepresentationHook'),
              dict(type='MemoryWarmupHook', images_per_class=5, checkpoint_memory_bytes=0)]
     runner = _runner(tmp_path, tiny_lvis, 1, Probe(), custom_hooks=hooks)

@@ -57,8 +57,9 @@ def test_malformed_annotation_json_names_the_file_and_the_fix(tmp_path, monkeypa
     bad.parent.mkdir()
     bad.write_text('{"images": [')
     with pytest.raises(SystemExit, match=r'data/lvis_v1_train.json: not a readable annotation '
-                                         r'file .*rerun the data stage'):
-        train.check_annotations([bad])
+                                         r'file .*rerun the data stage \(`python -m pipeline '
+                                         r'data --scale proxy`\)'):
+        train.check_annotations([bad], 'proxy')
 
 
 class _Dataset:
@@ -80,15 +81,18 @@ def _model(num_classes):
 def test_data_check_names_missing_images_class_mismatch_and_empty_sets(tmp_path):
     image = tmp_path / 'a.jpg'
     image.write_bytes(b'jpg')
-    check_dataset(_Dataset([str(image)], ('a', 'b')), _model(2), 'the training set')
+    check_dataset(_Dataset([str(image)], ('a', 'b')), _model(2), 'the training set', 'smoke')
     with pytest.raises(SystemExit, match=r'annotations/train.json: 1 listed images are missing '
-                                         r'on disk \(first: .*gone.jpg\); rerun the data stage'):
-        check_dataset(_Dataset([str(image), str(tmp_path / 'gone.jpg')], ('a', 'b')), _model(2), 'x')
+                                         r'on disk \(first: .*gone.jpg\); rerun the data stage '
+                                         r'\(`python -m pipeline data --scale smoke`\)'):
+        check_dataset(_Dataset([str(image), str(tmp_path / 'gone.jpg')], ('a', 'b')), _model(2),
+                      'x', 'smoke')
     with pytest.raises(SystemExit, match='2 categories, but the model predicts num_classes=3; set '
                                          'model.roi_head.bbox_head.num_classes'):
-        check_dataset(_Dataset([str(image)], ('a', 'b')), _model(3), 'x')
+        check_dataset(_Dataset([str(image)], ('a', 'b')), _model(3), 'x', 'smoke')
     with pytest.raises(SystemExit, match='the training set is empty after filtering'):
-        check_dataset(_Dataset([], ('a', 'b'), dict(min_size=32)), _model(2), 'the training set')
+        check_dataset(_Dataset([], ('a', 'b'), dict(min_size=32)), _model(2), 'the training set',
+                      'smoke')
 
 
 def test_a_non_finite_loss_stops_naming_run_seed_iteration_and_term():
@@ -101,10 +105,11 @@ def test_a_non_finite_loss_stops_naming_run_seed_iteration_and_term():
                                                   'loss_bbox': torch.tensor(float('nan'))})
 
 
-def test_sigterm_is_honoured_at_the_next_iteration_boundary():
+def test_sigterm_is_honoured_at_the_next_iteration_boundary(tmp_path):
     hook = StopOnSigtermHook()
     logs = []
-    runner = SimpleNamespace(iter=7, logger=SimpleNamespace(info=logs.append))
+    runner = SimpleNamespace(iter=7, work_dir=str(tmp_path),
+                             logger=SimpleNamespace(warning=logs.append))
     hook.before_run(runner)
     try:
         hook.after_train_iter(runner, 0)
@@ -112,7 +117,14 @@ def test_sigterm_is_honoured_at_the_next_iteration_boundary():
         with pytest.raises(SystemExit) as stop:
             hook.before_train_iter(runner, 0)
         assert stop.value.code == SIGTERM_EXIT
-        assert 'SIGTERM: stopping at iteration 7' in logs[0]
+        assert logs == ['SIGTERM: stopping at iteration 7; no checkpoint written yet; a rerun '
+                        'starts from the beginning']
+        for name in ('iter_94.pth', 'iter_188.pth', 'last_checkpoint'):
+            (tmp_path / name).write_bytes(b'')
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(SystemExit):
+            hook.after_train_iter(runner, 0)
+        assert logs[1] == 'SIGTERM: stopping at iteration 7; a rerun resumes from iter_188.pth'
     finally:
         hook.after_run(runner)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

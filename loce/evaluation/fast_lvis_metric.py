@@ -285,9 +285,11 @@ def _selected_columns(selected: List[Tuple[dict, float]], iou_type: str) -> dict
 
 
 def _evaluate_types(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells: int,
-                    processes: Optional[int]) -> Dict[str, Dict[str, float]]:
+                    processes: Optional[int], classwise: bool = False
+                    ) -> Dict[str, Dict[str, float]]:
     """Stats per iou type of detections already selected (see ``select_detections``), given
-    as ``_columns`` with the area the lvis-api gives each."""
+    as ``_columns`` with the area the lvis-api gives each; with ``classwise`` also
+    ``AP_cls{id}`` per category (``_per_class_ap``)."""
     work = _plan(gt, columns, max_dets, max_cells)
     if processes is None:
         processes = default_processes(sum(len(c['score']) for c in columns.values()))
@@ -308,6 +310,8 @@ def _evaluate_types(gt: COCO, columns: Dict[str, dict], max_dets: int, max_cells
                 precision[:, :, index] = group_precision
                 recall[:, index] = group_recall
         stats[iou_type] = _summarize(precision, recall, params, frequencies, max_dets)
+        if classwise:
+            stats[iou_type].update(_per_class_ap(precision, params, cat_ids))
     return stats
 
 
@@ -396,6 +400,14 @@ def _summarize(precision, recall, params, frequencies, max_dets) -> Dict[str, fl
     for key, label in (('AR', 'all'), ('ARs', 'small'), ('ARm', 'medium'), ('ARl', 'large')):
         out[f'{key}@{max_dets}'] = _mean_defined(recall[..., area[label]])
     return out
+
+
+def _per_class_ap(precision, params, cat_ids) -> Dict[str, float]:
+    """mmdet's classwise AP (detectron2's): a category's precision [T, R] at area 'all',
+    averaged over its defined entries; -1 for a category without GT, as the summary keys."""
+    precision = precision[..., list(params.areaRngLbl).index('all')]
+    return {f'AP_cls{cat_id}': _mean_defined(precision[:, :, k])
+            for k, cat_id in enumerate(cat_ids)}
 
 
 def check_prediction(pred: dict, img: dict, num_classes: int, source: str) -> None:
@@ -532,13 +544,18 @@ class FastLVISMetric(BaseMetric):
 
     Results are ``lvis/{bbox,segm}_{AP,AP50,AP75,APs,APm,APl,APr,APc,APf}`` as fractions at
     full precision (mmdet rounds to 3 decimals; the pipeline wants the raw numbers); -1 marks
-    a group with no ground truth, as in the lvis-api. Predictions are checked as they arrive
+    a group with no ground truth, as in the lvis-api. With ``classwise=True`` also
+    ``lvis/{bbox,segm}_AP_cls{id}`` per category id of the annotation file: mmdet's classwise AP
+    (precision at area 'all' over IoU thresholds and recall points), -1 for a category without
+    GT. Keyed by id, not by mmdet's ``{name}_precision``: names may repeat across box and mask
+    (mmdet's keys collide there) and hold any character. Predictions are checked as they arrive
     (image in the annotation file, one mask per box at the image's size), so a wrong test
     pipeline stops at its first batch rather than scoring AP 0 at the end.
 
     Args:
         ann_file: LVIS annotation file of the evaluated split (federated fields required).
         metric: 'bbox', 'segm' or both.
+        classwise: also return each category's AP (as mmdet's ``LVISMetric``, keys above).
         max_dets: detections kept per image (LVIS rule: 300).
         format_only: only dump the detections (needs ``outfile_prefix``).
         outfile_prefix: if set, detections go to ``{prefix}.bbox.json`` / ``{prefix}.segm.json``.
@@ -552,6 +569,7 @@ class FastLVISMetric(BaseMetric):
     def __init__(self,
                  ann_file: str,
                  metric: Union[str, List[str]] = 'bbox',
+                 classwise: bool = False,
                  max_dets: int = 300,
                  format_only: bool = False,
                  outfile_prefix: Optional[str] = None,
@@ -567,6 +585,7 @@ class FastLVISMetric(BaseMetric):
         if format_only and outfile_prefix is None:
             raise ValueError('FastLVISMetric: format_only=True needs outfile_prefix, '
                              'otherwise nothing is kept.')
+        self.classwise = classwise
         self.max_dets = max_dets
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
@@ -643,10 +662,12 @@ class FastLVISMetric(BaseMetric):
         columns = {name: _prediction_columns(results, self.cat_ids, name, self.max_dets,
                                              self._allowed)
                    for name in self.metrics}
-        stats = _evaluate_types(self._gt, columns, self.max_dets, MAX_CELLS, self.processes)
+        stats = _evaluate_types(self._gt, columns, self.max_dets, MAX_CELLS, self.processes,
+                                self.classwise)
         for name in self.metrics:
             logger.info(f'LVIS {name} (faster-coco-eval, {self.ann_file}): ' + ' '.join(
                 f'{key}={stats[name][key]:.4f}' for key in AP_KEYS))
-            for key in AP_KEYS:
+            keys = AP_KEYS + tuple(k for k in stats[name] if k.startswith('AP_cls'))
+            for key in keys:
                 eval_results[f'{name}_{key}'] = float(stats[name][key])
         return eval_results

@@ -1,4 +1,5 @@
-"""Stage `aggregate`: the paper's Tables 1-5, Figure 4 and REPORT.md from the per-run results.
+"""Stage `aggregate`: the paper's Tables 1-5, Figure 4 and REPORT.md from the per-run results,
+and per-class AP (tables/per_class_ap.csv, figures/ap_by_frequency.png) beside them.
 
 Reads <results>/metrics/ and analysis/ (one record per run and seed, pipeline/records.py) and
 sets every reproduced number beside the paper's (pipeline/paper.yaml). It works on whatever is
@@ -22,7 +23,7 @@ import yaml
 from .. import atomic, records
 from .. import matrix as mx
 from ..runconfig import written_sha256
-from . import figure4, report, tables, trajectory
+from . import figure4, loss_curves, per_class, report, tables, trajectory
 
 PAPER_FILE = mx.ROOT / 'pipeline' / 'paper.yaml'
 KINDS = {'metrics': mx.metrics_path, 'analysis': mx.analysis_path}
@@ -41,6 +42,7 @@ def outputs(scale: str, matrix: dict | None = None) -> list[str]:
             + [f'figures/figure4.{ext}' for ext in figure4.FORMATS]
             + [f'figures/figure4_{panel}.csv' for panel in matrix['figure4']]
             + [f'figures/indicator_trajectory.{ext}' for ext in trajectory.FORMATS]
+            + list(per_class.OUTPUTS) + list(loss_curves.OUTPUTS)
             + [f'ap/{run}.json' for run in mx.runs_at(matrix, scale)] + ['REPORT.md'])
 
 
@@ -159,7 +161,8 @@ def aggregate(scale: str, *, results_dir: Path | str | None = None, matrix: dict
     # Everything is rendered before the first write, so a failure leaves the old outputs intact.
     rendered = {**tables.render_all(summary), **tables.render_ap(summary),
                 **figure4.render_all(summary['figure4']),
-                **trajectory.render_all(summary['trajectory']),
+                **trajectory.render_all(summary['trajectory']), **per_class.render_all(summary),
+                **loss_curves.render_all(summary),
                 'REPORT.md': report.render_report(summary)}
     assert sorted(rendered) == sorted(outputs(scale, matrix)), 'aggregate.outputs() is out of date'
     written = [atomic.write_bytes(results_dir / name,

@@ -210,6 +210,9 @@ def render_report(summary: dict) -> str:
     lines += ['- Figure 4: [figure4.png](figures/figure4.png) ([svg](figures/figure4.svg), '
               '[csv](figures/figure4.csv))',
               '- AP per run, the tables\' five columns (what `dvc metrics show` lists): ap/<run>.json',
+              '- AP per class and run: tables/per_class_ap.csv; mask AP by training instances: '
+              '[ap_by_frequency.png](figures/ap_by_frequency.png) '
+              '([csv](figures/ap_by_frequency.csv))',
               '', '![Figure 4](figures/figure4.png)', '']
     lines += claims.criteria_section(summary)
     lines += claims.section(summary)

@@ -213,8 +213,9 @@ def _synthesize(args):
 
 
 def _fetch(args):
-    from .data.fetch import fetch
-    fetch(Path(args.data_root), datasets=tuple(args.datasets), base_url=args.base_url)
+    from .data.fetch import LOCK, SOURCES, fetch
+    fetch(Path(args.data_root), datasets=tuple(args.datasets), base_url=args.base_url,
+          sources_file=Path(args.sources or SOURCES), lock_file=Path(args.lock_file or LOCK))
 
 
 def _subset(args):
@@ -242,6 +243,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument('--data-root', default='data')
     s.add_argument('--datasets', nargs='+', default=['lvis_v1', 'lvis_v0.5', 'coco2017'])
     s.add_argument('--base-url', default=None, help='mirror replacing the official hosts')
+    s.add_argument('--sources', default=None, metavar='FILE',
+                   help="the mirror's sources.yaml (default: pipeline/data/sources.yaml)")
+    s.add_argument('--lock-file', default=None, metavar='FILE',
+                   help="the mirror's own lock of checksums (default: the committed one, which "
+                        'records only what the official hosts served)')
     s.set_defaults(func=_fetch)
 
     s = sub.add_parser('subset', help='a deterministic N-image subset of an LVIS json')

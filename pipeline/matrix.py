@@ -155,10 +155,10 @@ def pretrain_seed(matrix: dict, scale_name: str, seed: int) -> int:
 
 
 def config_path(matrix: dict, scale_name: str, stem: str) -> Path:
-    """configs/<stem>.py in full; <config_dir>/<basename><suffix>.py at other scales (ablations
-    too)."""
+    """configs/<stem>.py at a scale of the real configs (full, a rehearsal of it);
+    <config_dir>/<basename><suffix>.py at the others (ablations too)."""
     spec = scale(matrix, scale_name)
-    name = stem if scale_name == 'full' else Path(stem).name
+    name = stem if spec['config_dir'] == 'configs' else Path(stem).name
     return ROOT / spec['config_dir'] / f'{name}{spec["config_suffix"]}.py'
 
 

@@ -55,7 +55,7 @@ def refuse(path, reason: str):
 def _check_container(path: Path) -> None:
     """Tell a damaged or wrong file apart before unpickling, so the message says which."""
     if not path.is_file():
-        refuse(path, 'no such file; download it (README, "The authors\' released models")')
+        refuse(path, 'no such file; download it (docs/released-models.md)')
     with open(path, 'rb') as f:
         head = f.read(64)
     if head.lstrip().lower().startswith((b'<!doctype html', b'<html')):

@@ -299,7 +299,7 @@ def test_the_stock_bbox_head_scores_with_the_loss_activation(stem):
     if RECIPES[stem]['statistics']:
         _statistics(head.loss_cls, head.num_classes)
     torch.manual_seed(5)
-    cls_score, bbox_pred = head(torch.randn(6, 64, 7, 7))
+    cls_score, bbox_pred = head(torch.randn(6, head.in_channels, 7, 7))
     rois = torch.cat([torch.zeros(6, 1), torch.rand(6, 2) * 20, torch.rand(6, 2) * 20 + 30], 1)
     scores = head.predict_by_feat((rois,), (cls_score,), (bbox_pred,),
                                   [dict(img_shape=(64, 64), scale_factor=(1.0, 1.0))],

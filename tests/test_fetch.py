@@ -105,8 +105,9 @@ def _fetch(server, root, **kw):
     root.mkdir(parents=True, exist_ok=True)
     (root / 'sources.yaml').write_text(yaml.safe_dump(sources))
     kw.setdefault('datasets', ('lvis_v1', 'lvis_v0.5', 'coco2017'))
+    kw.setdefault('lock_file', root / 'lock.json')
     return fetch(root, base_url=server.url, sources_file=root / 'sources.yaml',
-                 lock_file=root / 'lock.json', backoff_s=0, progress=False, **kw)
+                 backoff_s=0, progress=False, **kw)
 
 
 def _sha(data):
@@ -279,3 +280,16 @@ def test_unsafe_or_broken_archives_are_refused(tmp_path):
     with pytest.raises(FetchError, match='broken.zip: not a valid zip'):
         extract(broken, tmp_path / 'out')
     assert not (tmp_path / 'outside.json').exists() and not any((tmp_path / 'out').iterdir())
+
+
+def test_a_mirror_never_writes_the_committed_lock(server, tmp_path, monkeypatch):
+    """The committed lock records what the official hosts serve; a mirror's files (a miniature
+    one for a rehearsal, or a stale copy) must not become the checksums a real download is
+    held to later."""
+    import pipeline.data.fetch as fetch_module
+    committed = tmp_path / 'committed.lock.json'
+    committed.write_text(json.dumps({'files': {}}))
+    monkeypatch.setattr(fetch_module, 'LOCK', committed)
+    summary = _fetch(server, tmp_path / 'data', lock_file=committed)
+    assert {v['status'] for v in summary.values()} == {'downloaded'}
+    assert json.loads(committed.read_text()) == {'files': {}}

@@ -296,7 +296,9 @@ def fetch(data_root, *, datasets=DATASETS, base_url=None, sources_file=SOURCES, 
 
     base_url replaces each address up to its file name (mirrors, tests); archives are kept in
     data_root/downloads/ (delete them after unpacking if space is short: the unpack markers
-    keep later runs from downloading again).
+    keep later runs from downloading again). The committed lock records only what the official
+    addresses served: a mirror's files are checked against it, and recorded only in a lock file
+    of the mirror's own (lock_file).
     """
     data_root = Path(data_root)
     sources = load_sources(sources_file)
@@ -327,7 +329,7 @@ def fetch(data_root, *, datasets=DATASETS, base_url=None, sources_file=SOURCES, 
                            size=spec.get('size') or (locked and locked['size']),
                            retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
                            progress=progress)
-            if not locked:
+            if not locked and (base_url is None or Path(lock_file).resolve() != LOCK.resolve()):
                 lock['files'][name] = dict(sha256=got['sha256'], size=got['size'])
                 atomic.write_json(lock_file, lock)
             summary[name] = dict(status='downloaded', sha256=got['sha256'],

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -33,3 +34,15 @@ def write_text(path: Path | str, text: str) -> Path:
 
 def write_json(path: Path | str, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+
+
+def replace_dir(new: Path | str, dest: Path | str) -> Path:
+    """Put the finished folder `new` at `dest` (same file system): the old `dest` is moved aside
+    first and removed after, so `dest` is never half-written."""
+    new, dest = Path(new), Path(dest)
+    old = dest.with_name(f'.{dest.name}.old-{os.getpid()}')
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest

@@ -135,18 +135,22 @@ def check_metrics(data: dict, path: Path, run: str, seed: int) -> None:
         _check_per_class(data['per_class'], path)
 
 
+def _check_class(cls, fields, path: Path, where: str) -> None:
+    """One class of a record: its fields, frequency group and training instance count."""
+    _require(isinstance(cls, dict) and set(fields) <= set(cls), path,
+             f'{where} lacks one of {", ".join(fields)}')
+    _require(cls['frequency'] in FREQUENCIES, path,
+             f'{where}.frequency is {cls["frequency"]!r}, not r, c or f')
+    _require(isinstance(cls['train_instances'], int), path,
+             f'{where}.train_instances is not an integer')
+
+
 def _check_per_class(per_class, path: Path) -> None:
     _require(isinstance(per_class, dict) and isinstance(per_class.get('classes'), list), path,
              "'per_class' is not an object with a 'classes' list")
     classes = per_class['classes']
     for i, cls in enumerate(classes):
-        where = f'per_class.classes[{i}]'
-        _require(isinstance(cls, dict) and set(PER_CLASS_FIELDS) <= set(cls), path,
-                 f'{where} lacks one of {", ".join(PER_CLASS_FIELDS)}')
-        _require(cls['frequency'] in FREQUENCIES, path,
-                 f'{where}.frequency is {cls["frequency"]!r}, not r, c or f')
-        _require(isinstance(cls['train_instances'], int), path,
-                 f'{where}.train_instances is not an integer')
+        _check_class(cls, PER_CLASS_FIELDS, path, f'per_class.classes[{i}]')
     _require(len({c['id'] for c in classes}) == len(classes), path,
              'per_class.classes lists a class id twice')
     for task in TASKS:
@@ -162,12 +166,7 @@ def check_analysis(data: dict, path: Path, run: str, seed: int) -> None:
     _require(isinstance(data.get('classes'), list), path, "'classes' is not a list")
     for i, cls in enumerate(data['classes']):
         where = f'classes[{i}]'
-        _require(isinstance(cls, dict) and set(CLASS_FIELDS) <= set(cls), path,
-                 f'{where} lacks one of {", ".join(CLASS_FIELDS)}')
-        _require(cls['frequency'] in FREQUENCIES, path,
-                 f'{where}.frequency is {cls["frequency"]!r}, not r, c or f')
-        _require(isinstance(cls['train_instances'], int), path,
-                 f'{where}.train_instances is not an integer')
+        _check_class(cls, CLASS_FIELDS, path, where)
         for key in SCORE_FIELDS:
             value = cls[key]
             _require(value is None or (isinstance(value, (int, float)) and 0 <= value <= 1),

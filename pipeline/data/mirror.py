@@ -313,11 +313,7 @@ def build(out_dir, *, seed=0, num_train=8, num_val=4, sources_file=SOURCES):
                           '# sources.yaml of the rehearsal mirror (pipeline/data/mirror.py): '
                           "the project's, with this mirror's md5s.\n"
                           + yaml.safe_dump(sources, sort_keys=False))
-        old = out_dir.with_name(f'.{out_dir.name}.old-{os.getpid()}')
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        atomic.replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary.update(out_dir=str(out_dir), archives=archives, total_bytes=sum(archives.values()),

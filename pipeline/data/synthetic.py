@@ -363,11 +363,7 @@ def synthesize(out_root, *, seed, num_train=300, num_val=60, image_size=128, num
                              'all of r, c and f must be present; adjust rare_share or '
                              'num_categories')
         atomic.write_json(tmp_root / 'synthetic.json', summary)
-        old = out_root.with_name(f'.{out_root.name}.old-{os.getpid()}')
-        if out_root.exists():
-            os.replace(out_root, old)
-        os.replace(tmp_root, out_root)
-        shutil.rmtree(old, ignore_errors=True)
+        atomic.replace_dir(tmp_root, out_root)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     return summary

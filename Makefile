@@ -6,7 +6,7 @@ CORES ?= 2
 SCALE ?= smoke
 RUN   := PATH=$(CURDIR)/$(VENV)/bin:$$PATH
 
-.PHONY: setup test test-fast smoke proxy publish full-plan
+.PHONY: setup test test-fast smoke proxy rehearsal publish full-plan
 
 setup:  ## create or update .venv (first time: ~17 min to compile mmcv; afterwards seconds)
 	bash scripts/setup.sh
@@ -29,6 +29,13 @@ smoke: setup  ## the smoke reproduction: Tables 1-5, Figure 4, compared with res
 proxy: setup  ## the proxy reproduction, compared with results/proxy/
 	$(RUN) python -m pipeline.forkserver --scale proxy -- snakemake --cores $(CORES) --config scale=proxy
 	$(RUN) python -m pipeline compare --scale proxy
+
+# The `full` scale's DAG, configs and torchrun launcher at LVIS's shapes on CPU: a miniature LVIS
+# mirror fetched over 127.0.0.1, stand-in ImageNet weights, a few iterations per run, 2 processes
+# per training (results/rehearsal/REPORT.md lists the substitutions); outputs in work/rehearsal/.
+rehearsal: setup  ## the full scale rehearsed on CPU, compared with results/rehearsal/
+	$(RUN) python -m pipeline.forkserver --scale rehearsal -- snakemake --cores $(CORES) --config scale=rehearsal
+	$(RUN) python -m pipeline compare --scale rehearsal
 
 publish: setup  ## copy work/$(SCALE)/results/ to results/$(SCALE)/ (commit it afterwards)
 	$(RUN) python -m pipeline publish --scale $(SCALE)

@@ -155,6 +155,15 @@ def _data(args):
     if spec['data'] == 'synthesize':
         from .data.synthetic import synthesize
         synthesize(root, seed=0, **spec.get('synthetic', {}))
+    elif 'mirror' in spec:  # a rehearsal: the real fetch, from a mirror on 127.0.0.1
+        from .data import hub_standin, mirror
+        from .data.fetch import fetch
+        built = mirror.build(mx.mirror_dir(args.scale), **spec['mirror'])
+        with mirror.serve(built['out_dir']) as url:
+            print(f'[data] {args.scale}: serving the mirror {mx.rel(built["out_dir"])} at {url}')
+            fetch(root, base_url=url, sources_file=built['sources_file'],
+                  lock_file=built['lock_file'], progress=False)
+        hub_standin.prepare(mx.standins_dir(matrix, args.scale), seed=spec['mirror'].get('seed', 0))
     else:
         from .data.fetch import fetch
         fetch(root)
@@ -340,7 +349,11 @@ def main(argv=None) -> int:
     try:
         if getattr(args, 'scale', None) and args.stage != 'clean':  # clean computes nothing
             from . import determinism
-            spec = mx.scale(mx.load(), args.scale)
+            matrix = mx.load()
+            spec = mx.scale(matrix, args.scale)
+            if 'mirror' in spec and args.stage in TORCH_STAGES:
+                from .data.hub_standin import activate
+                activate(mx.standins_dir(matrix, args.scale))
             if args.stage in TORCH_STAGES and 'torch' not in sys.modules:
                 from .forkserver import call
                 code = call(argv, determinism.pinned_env(spec, args.threads, args.scale))

@@ -65,6 +65,10 @@ def _check_references(matrix: dict, path: Path) -> None:
         if spec['run'] not in matrix['analyse']:
             raise SystemExit(f'{path}: figure4/{panel}: run {spec["run"]!r} is not in `analyse`')
     for name, spec in matrix['scales'].items():
+        if spec.get('rehearses', name) not in matrix['scales']:
+            raise SystemExit(f'{path}: scales/{name}/rehearses: unknown scale {spec["rehearses"]!r}')
+        if 'mirror' in spec and spec['data'] != 'fetch':
+            raise SystemExit(f'{path}: scales/{name}: a `mirror` is fetched from (data: fetch)')
         listed = spec.get('runs', list(runs(matrix)))
         for run in listed:
             if run not in runs(matrix):
@@ -178,6 +182,16 @@ def annotation_files(matrix: dict, scale_name: str, dataset: str) -> list[Path]:
     splits = ('train', 'val', 'finetune') if 'finetune_images' in scale(matrix, scale_name) \
         else ('train', 'val')
     return [annotation_file(matrix, scale_name, dataset, split) for split in splits]
+
+
+def standins_dir(matrix: dict, scale_name: str) -> Path:
+    """Where a scale with a `mirror` keeps its stand-in ImageNet weights and torchvision."""
+    return data_root(matrix, scale_name, next(iter(matrix['datasets']))).parent / 'standins'
+
+
+def mirror_dir(scale_name: str) -> Path:
+    """The miniature LVIS mirror a scale with a `mirror` builds and serves (pipeline/data/mirror.py)."""
+    return ROOT / 'work' / scale_name / 'mirror'
 
 
 def rel(path: Path | str) -> str:

@@ -71,6 +71,8 @@ def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | N
     if spec['pretrain'] and 'load_from' in (cfg_options or {}):
         raise SystemExit(_load_from_refused(matrix, scale, run, seed))
     merge_checked(cfg, cfg_options or {}, '--cfg-options')
+    if 'length' in mx.scale(matrix, scale):
+        shorten(cfg, mx.scale(matrix, scale)['length'], scale)
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
     cfg.work_dir = mx.rel(mx.work_dir(scale, run, seed))
     if spec['pretrain']:
@@ -199,6 +201,23 @@ def merge_checked(cfg, options: dict, where: str) -> None:
         _check_type(tree, key, value, where)
         merged[key] = value
     cfg.merge_from_dict(merged)
+
+
+def shorten(cfg, length: dict, scale: str) -> None:
+    """A scale's `length` (a rehearsal): the train loop's epochs or iterations and the MFS
+    warm-up's images per process, and a top-level `shortened` that says so in the config."""
+    loop = cfg.train_cfg.get('type', '')
+    if 'Epoch' in loop:
+        cfg.train_cfg.max_epochs = length['epochs']
+    elif 'Iter' in loop:
+        cfg.train_cfg.max_iters = length['iterations']
+    else:
+        raise SystemExit(f'{cfg.filename}: train_cfg type {loop!r}: the {scale} scale\'s `length` '
+                         'knows epoch- and iteration-based loops only')
+    for hook in cfg.get('custom_hooks', []):
+        if hook['type'] == 'MemoryWarmupHook':
+            hook['max_images'] = length['warmup_images']
+    cfg.shortened = dict(length, why=f'scale {scale!r} rehearses code paths; not a result')
 
 
 def relocate_data(cfg, root: Path) -> None:

@@ -529,6 +529,27 @@ def test_full_shows_delta_to_the_paper(tmp_path):
     assert 'mean |Δ|' in report and 'No Δ = reproduced − paper' not in report
 
 
+def test_a_rehearsal_labels_every_table_and_lists_what_it_substitutes(tmp_path):
+    """Issue #23: no rehearsal number may pass for a result: every table says REHEARSAL, its
+    rows are 'rehearsal', and REPORT.md lists the substitutions from the matrix."""
+    matrix = mx.load()
+    spec = matrix['scales']['rehearsal']
+    out = _aggregated(tmp_path, 'rehearsal', matrix)
+    for table in TABLES:
+        md = (out / 'tables' / f'{table}.md').read_text()
+        rows = [line for line in md.splitlines() if line.startswith('|')]
+        assert '**REHEARSAL of scale `full`' in md and not any('reproduced' in r for r in rows)
+        assert 'REHEARSAL of scale full' in (out / 'tables' / f'{table}.tex').read_text()
+    assert 'rehearsal `loce_r50_v1` (n=1)' in (out / 'tables' / 'table1.md').read_text()
+    report = (out / 'REPORT.md').read_text()
+    assert '## What this rehearsal substitutes for scale `full`' in report
+    assert (f'iteration-based ones {spec["length"]["iterations"]} iteration(s), and MFS\'s '
+            f'warm-up pass takes {spec["length"]["warmup_images"]} images per process') in report
+    assert f'{spec["processes"]} training process(es) per run under torchrun' in report
+    smoke = _aggregated(tmp_path / 'smoke', 'smoke', smoke_matrix())
+    assert 'REHEARSAL' not in (smoke / 'tables' / 'table1.md').read_text()
+
+
 def test_a_table_not_run_at_a_scale_says_so_not_dash(tmp_path):
     """proxy runs Table 1 only: Tables 2-5 say "not run at this scale" ("not run" in a cell);
     "—" stays for the one row the suite does not reproduce at all (Forest R-CNN, cited)."""

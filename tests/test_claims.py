@@ -64,6 +64,17 @@ def test_section_lists_each_claim_with_its_verdict():
     assert 'rare group): **holds** (+0.35 [' in lines
 
 
+def test_a_baseline_not_run_at_the_scale_is_said_so_and_claims_none_against_it():
+    """The rehearsal runs no 30-epoch baseline: its table must not read "against (`None`)"."""
+    metrics = dict(loce=LOCE, ebl=BASE, mfs=LOCE, prior=BASE, ce_decoupled=BASE)
+    summary = _summary(metrics)
+    del summary['cells']['table1/baseline']
+    lines = '\n'.join(claims.section(summary))
+    assert 'Against the CE baseline (30 epochs, end to end): not run at this scale.' in lines
+    assert '`None`' not in lines and 'over the CE baseline (30 epochs' not in lines
+    assert '- LOCE raises mask APr more than EBL alone: **holds**' in lines
+
+
 def test_criteria_are_measured_on_the_baseline_and_checked():
     criteria = dict(baseline_apf_min=50, baseline_apr_share_max=0.3333, rare_mean_score_max=0.1,
                     rare_val_instances_min=30, baseline_ap_std_max=1.0)

@@ -59,7 +59,7 @@ def test_stage1_runs_and_figure4_panels(matrix):
     assert len(matrix['scales']['full']['seeds']) == 3
 
 
-@pytest.mark.parametrize('scale', ['full', 'smoke', 'proxy'])
+@pytest.mark.parametrize('scale', list(mx.load()['scales']))
 def test_every_run_has_a_config_in_every_scale(matrix, scale):
     for name, spec in mx.runs_at(matrix, scale).items():
         path = mx.config_path(matrix, scale, spec['config'])
@@ -71,7 +71,7 @@ def test_smoke_twin_of_an_ablation_lives_in_configs_smoke(matrix):
     assert path == mx.ROOT / 'configs/smoke/loce-ebl_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
 
 
-@pytest.mark.parametrize('scale', ['full', 'smoke', 'proxy'])
+@pytest.mark.parametrize('scale', list(mx.load()['scales']))
 def test_every_run_resolves_with_option_keys_that_exist_in_its_config(matrix, scale):
     """Resolution refuses an option key the config lacks (runconfig.merge_checked)."""
     from pipeline import runconfig
@@ -100,6 +100,12 @@ def _write(tmp_path, mutate):
     (lambda d: d['finetune']['ce_r50_v1'].update(tables=['table9/x']), 'finetune/ce_r50_v1/tables/0'),
     (lambda d: d['figure4']['a'].update(run='ghost'), "figure4/a: run 'ghost' is not in `analyse`"),
     (lambda d: d['analyse'].append('ghost'), "analyse: unknown run 'ghost'"),
+    (lambda d: d['scales']['rehearsal'].update(rehearses='fulll'),
+     "scales/rehearsal/rehearses: unknown scale 'fulll'"),
+    (lambda d: d['scales']['rehearsal'].update(data='synthesize'),
+     'scales/rehearsal: a `mirror` is fetched from (data: fetch)'),
+    (lambda d: d['scales']['rehearsal']['length'].pop('warmup_images'),
+     "scales/rehearsal/length: 'warmup_images' is a required property"),
 ])
 def test_bad_matrix_fails_naming_the_file_and_the_place(tmp_path, mutate, message):
     path = _write(tmp_path, mutate)

@@ -1,12 +1,14 @@
 """The warm-up pass is class-balanced and splits evenly across ranks; the prior counts
-instances; the hook refuses a model without LOCERoIHead. (Filling the memory before training and
+instances; the hook refuses a model without LOCERoIHead; max_images cuts the pass short. (Filling the memory before training and
 keeping the mean score on resume are checked through the Runner in test_loce_roi_head.py.)"""
 from types import SimpleNamespace
 
 import pytest
+from torch import nn
 
 from loce.engine.memory_warmup_hook import (MemoryWarmupHook, class_balanced_indices,
                                             class_instance_counts)
+from loce.models.loce_roi_head import LOCERoIHead
 
 
 class Dataset:
@@ -46,3 +48,44 @@ def test_hook_needs_loce_roi_head():
         MemoryWarmupHook().before_train(runner)
     with pytest.raises(ValueError, match='images_per_class'):
         MemoryWarmupHook(images_per_class=0)
+
+
+class _Items(Dataset):
+    def __getitem__(self, index):
+        return index
+
+
+class _Model(nn.Module):
+    """Records which images each warm-up forward saw."""
+
+    def __init__(self, head):
+        super().__init__()
+        self.roi_head, self.seen = head, []
+
+    def data_preprocessor(self, batch, training):
+        return dict(batch=batch)
+
+    def forward(self, batch, mode):
+        self.seen.append(list(batch))
+
+
+def _runner(images_per_class, max_images):
+    head = LOCERoIHead.__new__(LOCERoIHead)
+    nn.Module.__init__(head)
+    head.memory = []  # a memory is present: the pass runs whatever the loss
+    head.indicator = SimpleNamespace()
+    head.bbox_head = SimpleNamespace(loss_cls=None, num_classes=3)
+    data = _Items(DATA.labels_per_image)
+    loader = SimpleNamespace(dataset=data, batch_size=2, num_workers=0, collate_fn=list)
+    runner = SimpleNamespace(model=_Model(head), train_dataloader=loader, iter=0,
+                             logger=SimpleNamespace(info=lambda message: None))
+    MemoryWarmupHook(images_per_class=images_per_class, max_images=max_images).before_train(runner)
+    return runner.model.seen
+
+
+def test_max_images_cuts_the_pass_to_its_first_images():
+    # the uncut pass is class_balanced_indices(DATA, 3) == [0, 3, 5, 1, 4, 1, 0, 4, 6]
+    assert _runner(3, None) == [[0, 3], [5, 1], [4, 1], [0, 4], [6]]
+    assert _runner(3, 3) == [[0, 3], [5]]
+    with pytest.raises(ValueError, match='max_images'):
+        MemoryWarmupHook(max_images=0)

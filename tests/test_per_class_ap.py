@@ -182,3 +182,22 @@ def test_evaluate_asks_for_per_class_ap_and_saves_detections_where_told(tmp_path
                                      outfile_prefix=str(tmp_path / 'dets'))
     assert record['per_class'] == dict(classes=CLASSES, bbox=[50.0] * 3, segm=[50.0] * 3)
     assert records.read_checked('metrics', tmp_path / 'seed0.json', 'loce_r50_v1', 0) == record
+
+
+def test_the_test_epochs_log_line_folds_per_class_ap_into_a_count():
+    """At LVIS's 1,203 classes the per-class keys made mmengine's one log line 50 kB (seen in
+    the rehearsal); the summary metrics stay on it, the rest is counted."""
+    import logging
+
+    from pipeline.evaluate import fold_per_class
+    items = ''.join(f'  lvis/{task}_AP_cls{c}: 0.{c:04d}' for task in ('bbox', 'segm')
+                    for c in range(1, 1204))
+    record = logging.LogRecord('mmengine', logging.INFO, __file__, 1,
+                               'Epoch(test) [4/4]    lvis/bbox_AP: 0.1000  lvis/segm_AP: 0.2000%s'
+                               '  data_time: 0.05', (items,), None)
+    assert fold_per_class(record)
+    assert record.getMessage() == ('Epoch(test) [4/4]    lvis/bbox_AP: 0.1000  lvis/segm_AP: '
+                                   '0.2000  data_time: 0.05  (and 2406 per-class APs: in the '
+                                   'metrics record)')
+    plain = logging.LogRecord('mmengine', logging.INFO, __file__, 1, 'lvis/bbox_AP: %s', (1,), None)
+    assert fold_per_class(plain) and plain.getMessage() == 'lvis/bbox_AP: 1'

@@ -290,3 +290,21 @@ def test_torchvision_resnet50_loads_offline_from_the_standin(tmp_path, monkeypat
     assert not set(state) - set(weights)
     assert all(torch.equal(state[k], weights[k]) for k in state)
     assert weights['conv1.weight'].std() == pytest.approx((2 / (3 * 49)) ** 0.5, rel=0.05)
+
+
+@pytest.mark.parametrize('depth', [50, 101])
+def test_standin_backbone_outputs_are_of_a_trained_networks_size(depth):
+    """A trained ResNet's stage outputs have a standard deviation of order 1; random residual
+    branches at full gain grew it to about 300 at C5, which saturated the detector's softmax (a
+    classification loss of 140 and not one detection in the rehearsal's first run)."""
+    import torch
+    from mmdet.models.backbones import ResNet
+    model = ResNet(depth=depth, norm_eval=True)
+    model.eval()
+    weights = hub_standin.state_dict(depth)
+    model.load_state_dict({k: v for k, v in weights.items() if not k.startswith('fc.')},
+                          strict=False)
+    image = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        stds = [float(out.std()) for out in model(image)]
+    assert all(0.3 < s < 10 for s in stds), stds

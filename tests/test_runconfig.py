@@ -24,7 +24,7 @@ def _values(node, key):
             yield from _values(v, key)
 
 
-@pytest.mark.parametrize('scale, run', [(scale, run) for scale in ('full', 'smoke', 'proxy')
+@pytest.mark.parametrize('scale, run', [(scale, run) for scale in mx.load()['scales']
                                          for run in mx.runs_at(mx.load(), scale)])
 def test_relocation_points_every_dataset_and_evaluator_at_the_new_root(scale, run):
     """Smoke and proxy twins name their data under data/<scale>/ as the full configs do under
@@ -129,3 +129,36 @@ def test_two_checkouts_in_different_folders_give_the_same_hashes(tmp_path):
         text = (clone / 'work/smoke/configs/loce_r50_v1/seed0.py').read_text()
         assert str(clone) not in text
     assert hashes[0] == hashes[1] and len(hashes[0]) == 2
+
+
+def _without_scale(tree, scale):
+    """The resolved config as a tree, with `scale`'s folder names written as 'SCALE'."""
+    if isinstance(tree, dict):
+        return {k: _without_scale(v, scale) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_without_scale(v, scale) for v in tree]
+    if isinstance(tree, str):
+        return tree.replace(f'data/{scale}/', 'data/SCALE/').replace(f'work/{scale}/', 'work/SCALE/')
+    return tree
+
+
+@pytest.mark.parametrize('run', list(mx.runs_at(mx.load(), 'rehearsal')))
+def test_the_rehearsal_changes_nothing_but_its_length_and_paths(run):
+    """Issue #23: a rehearsal run is its full run, shortened where the matrix's `length` says
+    and nowhere else; the shortening is written in the config."""
+    matrix = mx.load()
+    length = mx.scale(matrix, 'rehearsal')['length']
+    full = _without_scale(runconfig.resolve(matrix, 'full', run, 0).to_dict(), 'full')
+    rehearsal = _without_scale(runconfig.resolve(matrix, 'rehearsal', run, 0).to_dict(),
+                               'rehearsal')
+    assert rehearsal.pop('shortened') == dict(length, why="scale 'rehearsal' rehearses code "
+                                                          'paths; not a result')
+    key = 'max_epochs' if 'Epoch' in full['train_cfg']['type'] else 'max_iters'
+    assert full['train_cfg'][key] > rehearsal['train_cfg'][key] == (
+        length['epochs'] if key == 'max_epochs' else length['iterations'])
+    full['train_cfg'][key] = rehearsal['train_cfg'][key]
+    for hook in rehearsal.get('custom_hooks', []):
+        if hook['type'] == 'MemoryWarmupHook':
+            assert hook.pop('max_images') == length['warmup_images']
+    full.pop('pretrain_config_sha256', None), rehearsal.pop('pretrain_config_sha256', None)
+    assert rehearsal == full

@@ -109,3 +109,20 @@ def test_cpu_slurm_profile_sends_smoke_jobs_to_the_cpu_partition_with_the_pinned
         if rule in ('train', 'evaluate', 'analyse'):
             assert resources['slurm_partition'] == 'cpu' and resources.get('gpu', '0') == '0'
             assert int(resources['mem_mb']) <= 4000 and job_threads == threads, (rule, resources)
+
+
+def test_a_cpu_scale_with_processes_trains_under_torchrun_without_gpu_slots():
+    """The rehearsal (issue #23) runs the GPU path's launcher on CPU: torchrun, one pinned thread
+    per process, no device reservation."""
+    spec = mx.scale(mx.load(), 'rehearsal')
+    jobs = _jobs(_dry_run('--workflow-profile', 'profiles/default', '--cores', '2',
+                          '--config', 'scale=rehearsal'))
+    train = [job for job in jobs if job[0] == 'train']
+    assert len(train) == len(spec['runs'])
+    for _, wildcards, threads, resources, shell in train:
+        assert resources.get('gpu', '0') == '0'
+        assert threads == spec['processes'] * spec['threads']
+        assert shell.startswith(
+            f'python -m torch.distributed.run --standalone --nproc_per_node {spec["processes"]} '
+            f'-m -- pipeline --threads {spec["threads"]} train --scale rehearsal '
+            f'--run {wildcards["run"]} --seed {wildcards["seed"]} --launcher pytorch')

@@ -17,6 +17,10 @@ proxy memories are a few MB, LVIS v1's 2.4-4.5 GiB is above it), so a resumed ru
 exactly and skips the warm-up; a larger memory is refilled by the warm-up on resume, with the
 restored indicator kept as is. If the indicator is a dataset prior without class_counts, the
 hook counts the training instances per class first.
+
+`max_images` caps the pass at that many images per process (the first of its class-balanced
+order): only for rehearsing a run's code paths in minutes (pipeline: a scale's `length`), since
+a capped pass fills the memory for the first classes alone.
 """
 import contextlib
 import math
@@ -83,10 +87,14 @@ def _random_state_kept(keep):
 class MemoryWarmupHook(Hook):
     """Fill LOCERoIHead's feature memory before fine-tuning starts or resumes."""
 
-    def __init__(self, images_per_class=5, log_interval=100, checkpoint_memory_bytes=1 << 30):
+    def __init__(self, images_per_class=5, log_interval=100, checkpoint_memory_bytes=1 << 30,
+                 max_images=None):
         if images_per_class < 1:
             raise ValueError(f'MemoryWarmupHook images_per_class={images_per_class}: must be >= 1')
+        if max_images is not None and max_images < 1:
+            raise ValueError(f'MemoryWarmupHook max_images={max_images}: must be >= 1 or None')
         self.images_per_class = images_per_class
+        self.max_images = max_images
         self.log_interval = log_interval
         self.checkpoint_memory_bytes = checkpoint_memory_bytes
         self._restored_memory = None
@@ -130,6 +138,7 @@ class MemoryWarmupHook(Hook):
             return
         rank, world_size = get_dist_info()
         indices = class_balanced_indices(dataset, self.images_per_class, rank, world_size)
+        indices = indices[:self.max_images]  # the same count on every rank
         loader = runner.train_dataloader
         # with a batch sampler (mmdet's AspectRatioBatchSampler) DataLoader.batch_size is None
         batch_size = loader.batch_size or loader.batch_sampler.batch_size

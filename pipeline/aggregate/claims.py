@@ -113,6 +113,9 @@ def section(summary: dict) -> list[str]:
         'seeds both have (box and mask AP, percent).', '']
     header = ['row'] + [f'{TASK_NAMES[t]} {k}' for t, k in PAIRED_METRICS]
     for base, name in BASELINES.items():
+        if runs[base] is None:
+            lines += [f'Against {name}: not run at this scale.', '']
+            continue
         rows = [[f'{row} − {base}'] + [_cell(paired(results, runs[row], runs[base], t, k))
                                         for t, k in PAIRED_METRICS]
                 for row in ROWS if row != base]
@@ -121,7 +124,7 @@ def section(summary: dict) -> list[str]:
               'hold: on the other side; inconclusive: it spans 0):', '']
     for base, name in BASELINES.items():
         for text, row, other, (task, key) in CLAIMS:
-            if other == 'base' or base == 'baseline':
+            if (runs[base] if other == 'base' else base == 'baseline'):
                 ref = base if other == 'base' else other
                 stat = paired(results, runs[row], runs[ref], task, key)
                 lines.append(f'- {text.format(base=name)}: **{verdict(stat)}** ({_cell(stat)})')

@@ -12,8 +12,10 @@ downloading only if it does not. The file names are read from mmengine's table, 
 The layout is torchvision's ResNet (Bottleneck, blocks 3-4-6-3 or 3-4-23-3), including the 1000-
 class `fc` that mmdet's ResNet has no use for (mmengine reports it as unexpected, as with the real
 file) and without BatchNorm's num_batches_tracked, which the ImageNet files predate. Values are
-scaled like a trained network's (He-normal convolutions, BatchNorm near identity), so a frozen
-stand-in backbone gives activations of ordinary size rather than overflowing.
+scaled like a trained network's (He-normal convolutions, BatchNorm near identity but for each
+residual branch's last one, at 0.2), so the stand-in backbone's outputs keep a standard deviation
+of about 2 at every stage, as a trained one's, rather than growing to about 300 at C5 (which gave
+a classification loss of 140 and no detection above the score threshold).
 
 `torchvision` itself: mmengine imports it to build that table. The CPU environment of this
 project has none (PyPI's torchvision does not import beside the CPU torch), so
@@ -23,6 +25,7 @@ put its folder on PYTHONPATH of the processes that load the weights, and only wh
 """
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -77,6 +80,8 @@ def state_dict(depth, seed=0):
             out[key] = 1 + 0.1 * values.abs()
         elif key.endswith(('running_mean', 'bias')):
             out[key] = 0.05 * values
+        elif key.endswith('bn3.weight'):  # a residual branch's last BatchNorm: small, as
+            out[key] = 0.2 * (1 + 0.05 * values)  # in trained ResNets (else std grows ~100x)
         elif len(shape) == 1:  # BatchNorm weight
             out[key] = 1 + 0.05 * values
         else:
@@ -113,3 +118,23 @@ def write_torchvision_standin(folder):
     (package / 'models' / '__init__.py').write_text(
         '"""No models and no weights enums: mmengine then uses its torchvision_0.12.json."""\n')
     return Path(folder)
+
+
+def activate(folder):
+    """Point this process and its children at the stand-ins under folder (written by
+    `prepare`): TORCH_HOME for the weights, and the torchvision stand-in on the import path
+    only where torchvision itself does not import."""
+    folder = Path(folder)
+    os.environ['TORCH_HOME'] = str(folder / 'torch_home')
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        path = str(folder / 'python')
+        sys.path.insert(0, path)
+        os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [path, os.environ.get('PYTHONPATH')]))
+
+
+def prepare(folder, seed=0):
+    """Write both stand-ins under folder: torch_home/hub/checkpoints/ and python/torchvision/."""
+    write(Path(folder) / 'torch_home', seed=seed)
+    write_torchvision_standin(Path(folder) / 'python')

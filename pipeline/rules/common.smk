@@ -29,6 +29,8 @@ if config.get("runs"):
             raise ValueError(f"--config runs: {_run} needs its pretrain run {RUNS[_run]['pretrain']}")
     RUNS = {run: spec for run, spec in RUNS.items() if run in config["runs"]}
 GPUS = SPEC["gpus"]
+# Training processes per run: one per GPU, or on CPU the scale's `processes` (torchrun + gloo).
+PROCESSES = GPUS or SPEC.get("processes", 1)
 # CPU scales pin the threads of each process (pipeline/determinism.py): jobs ask for as many.
 CPU_THREADS = SPEC.get("threads", 1)
 CLI = "python -m pipeline"

@@ -91,10 +91,24 @@ def _child(conn: socket.socket, call: dict, fds: list[int], pin: dict) -> None:
         import traceback
         traceback.print_exc()
         code = 1
+    end_children()
     sys.stdout.flush()
     sys.stderr.flush()
     _send(conn, dict(exit=code))
     os._exit(code)
+
+
+def end_children(timeout_s: float = 5.0) -> None:
+    """Stop the stage's multiprocessing children (DataLoader workers). os._exit skips the
+    finalizers that would: an iteration-based loop's persistent workers, blocked writing
+    prefetched batches into a pipe no one reads, outlived the stage (two of 840 MB each after the
+    rehearsal's BALMS run under torchrun)."""
+    import multiprocessing
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout_s)
 
 
 def serve(socket_path: str, scale: str) -> None:

@@ -4,6 +4,7 @@ validator takes records with and without them; aggregate averages them over seed
 import copy
 import csv
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -155,6 +156,8 @@ def test_evaluate_asks_for_per_class_ap_and_saves_detections_where_told(tmp_path
     seen = {}
 
     class Runner:
+        logger = logging.getLogger('a stand-in runner')
+
         @staticmethod
         def from_cfg(cfg):
             seen['evaluator'] = dict(cfg.test_evaluator)
@@ -181,14 +184,13 @@ def test_evaluate_asks_for_per_class_ap_and_saves_detections_where_told(tmp_path
     assert seen['evaluator'] == dict(type='FastLVISMetric', ann_file='val.json', classwise=True,
                                      outfile_prefix=str(tmp_path / 'dets'))
     assert record['per_class'] == dict(classes=CLASSES, bbox=[50.0] * 3, segm=[50.0] * 3)
+    assert ev.fold_per_class in Runner.logger.filters  # the test epoch's log line stays short
     assert records.read_checked('metrics', tmp_path / 'seed0.json', 'loce_r50_v1', 0) == record
 
 
 def test_the_test_epochs_log_line_folds_per_class_ap_into_a_count():
     """At LVIS's 1,203 classes the per-class keys made mmengine's one log line 50 kB (seen in
     the rehearsal); the summary metrics stay on it, the rest is counted."""
-    import logging
-
     from pipeline.evaluate import fold_per_class
     items = ''.join(f'  lvis/{task}_AP_cls{c}: 0.{c:04d}' for task in ('bbox', 'segm')
                     for c in range(1, 1204))

@@ -546,8 +546,12 @@ def test_a_rehearsal_labels_every_table_and_lists_what_it_substitutes(tmp_path):
     assert (f'iteration-based ones {spec["length"]["iterations"]} iteration(s), and MFS\'s '
             f'warm-up pass takes {spec["length"]["warmup_images"]} images per process') in report
     assert f'{spec["processes"]} training process(es) per run under torchrun' in report
+    reading = report.split('## Reading (computed)')[1]
+    assert 'each row minus the baseline row, rehearsal (paper)' in reading
+    assert 'reproduced' not in reading.replace('Δ = reproduced − paper', '')
     smoke = _aggregated(tmp_path / 'smoke', 'smoke', smoke_matrix())
     assert 'REHEARSAL' not in (smoke / 'tables' / 'table1.md').read_text()
+    assert 'each row minus the baseline row, reproduced (paper)' in (smoke / 'REPORT.md').read_text()
 
 
 def test_a_table_not_run_at_a_scale_says_so_not_dash(tmp_path):

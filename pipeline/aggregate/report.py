@@ -122,13 +122,15 @@ def _best(records: list[dict], field: str) -> str:
     return f'{", ".join(keys)} (AP {top:.{2 if field == "mean" else 1}f})'
 
 
-def _reading_section(paper: dict, tables: dict, scale: str, compare: bool) -> list[str]:
+def _reading_section(paper: dict, tables: dict, scale: str, compare: bool,
+                     measured: str = 'reproduced') -> list[str]:
     """Numbers computed from the tables and figure data; no judgement is written here. The
     differences to the paper only where the scale approximates it: elsewhere they would read
-    as findings about numbers that measure another dataset."""
+    as findings about numbers that measure another dataset. `measured` names what the numbers
+    are ('rehearsal' on a rehearsal, as in its tables)."""
     columns = list(paper['columns'])
     lines = ['## Reading (computed)', '',
-             'Table 1, each row minus the baseline row, reproduced (paper):', '']
+             f'Table 1, each row minus the baseline row, {measured} (paper):', '']
     t1 = {rec['key']: rec for rec in tables['table1']}
     base = t1['baseline']['metrics']
     rows = []
@@ -141,12 +143,12 @@ def _reading_section(paper: dict, tables: dict, scale: str, compare: bool) -> li
             cells.append(f'{_fmt(diff)} ({m["paper"] - base[c]["paper"]:+.1f})')
         rows.append([t1[key]['row']['label']] + cells)
     lines += _md_table(['row − baseline'] + columns, rows)
-    lines += ['', 'Tables 2-4, the row(s) with the highest mask AP (ties listed), reproduced '
+    lines += ['', f'Tables 2-4, the row(s) with the highest mask AP (ties listed), {measured} '
               'vs paper:', '']
     for table in ('table2', 'table3', 'table4'):
         ran = any(rec['run'] for rec in tables[table])  # a row with a run at this scale
         lines.append(f'- {table}: '
-                     f'{"reproduced " + _best(tables[table], "mean") if ran else NOT_RUN}; '
+                     f'{measured + " " + _best(tables[table], "mean") if ran else NOT_RUN}; '
                      f'paper {_best(tables[table], "paper")}')
     if not compare:
         return lines + ['', f'No Δ = reproduced − paper is summed up: scale `{scale}` does not '
@@ -264,6 +266,7 @@ def render_report(summary: dict) -> str:
     lines += _runs_section(scale, matrix, results)
     lines += _environment_section(results)
     lines += _missing_section(results, summary['results_dir'], summary['ignored'])
-    lines += _reading_section(paper, summary['tables'], scale, compares_with_paper(matrix, scale))
+    lines += _reading_section(paper, summary['tables'], scale, compares_with_paper(matrix, scale),
+                              'rehearsal' if rehearses else 'reproduced')
     lines += _per_class_section(summary)
     return '\n'.join(lines)

@@ -14,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX_FILE = ROOT / 'pipeline' / 'experiments.yaml'
 SCHEMA_FILE = ROOT / 'pipeline' / 'schemas' / 'experiments.schema.yaml'
+PAPER_FILE = ROOT / 'pipeline' / 'paper.yaml'
 
 
 def load(path: Path | str = MATRIX_FILE) -> dict:
@@ -42,6 +43,21 @@ def _yaml_error(path: Path, err: Exception) -> str:
     return f'{where}: not valid YAML ({what}); fix it there'
 
 
+def table_names() -> tuple[str, ...]:
+    """The paper's tables, in order: those pipeline/paper.yaml transcribes (the one list every
+    table name is checked against)."""
+    return tuple(yaml.safe_load(PAPER_FILE.read_text())['tables'])
+
+
+def check_tables(names, where: str) -> None:
+    """Exit with a message naming `where` if a table name is not one of paper.yaml's."""
+    known = table_names()
+    for name in names or ():
+        if name not in known:
+            raise SystemExit(f'{where}: unknown table {name!r}; {PAPER_FILE.name} has: '
+                             + ', '.join(known))
+
+
 def _check_references(matrix: dict, path: Path) -> None:
     pretrain, finetune = matrix['pretrain'], matrix['finetune']
     for name in set(pretrain) & set(finetune):
@@ -55,6 +71,8 @@ def _check_references(matrix: dict, path: Path) -> None:
     for dataset, roots in matrix['datasets'].items():
         for scale in set(matrix['scales']) - set(roots):
             raise SystemExit(f'{path}: datasets/{dataset}: no root for scale {scale!r}')
+    for name, spec in [*runs(matrix).items(), *matrix.get('released', {}).items()]:
+        check_tables(sorted({c.split('/')[0] for c in spec['tables']}), f'{path}: {name}: tables')
     cells = [cell for spec in runs(matrix).values() for cell in spec['tables']]
     for cell in sorted({c for c in cells if cells.count(c) > 1}):
         raise SystemExit(f'{path}: table cell {cell} is filled by more than one run')
@@ -67,6 +85,7 @@ def _check_references(matrix: dict, path: Path) -> None:
     for name, spec in matrix['scales'].items():
         if spec.get('rehearses', name) not in matrix['scales']:
             raise SystemExit(f'{path}: scales/{name}/rehearses: unknown scale {spec["rehearses"]!r}')
+        check_tables(spec.get('tables'), f'{path}: scales/{name}/tables')
         if 'mirror' in spec and spec['data'] != 'fetch':
             raise SystemExit(f'{path}: scales/{name}: a `mirror` is fetched from (data: fetch)')
         listed = spec.get('runs', list(runs(matrix)))

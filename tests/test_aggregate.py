@@ -16,7 +16,7 @@ from pipeline import matrix as mx
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = yaml.safe_load((ROOT / 'pipeline' / 'paper.yaml').read_text())
 METRICS = list(PAPER['columns'])
-TABLES = ['table1', 'table2', 'table3', 'table4', 'table5']
+TABLES = list(PAPER['tables'])
 MISSING_RUN = 'loce_k8m8_r50_v1'        # no result at all
 PARTIAL_RUN = 'mfs_r50_v1'              # seed 0 only
 UNDEFINED = ('ebl_r50_v1', 1, 'APr')    # segm APr undefined (None) in this seed

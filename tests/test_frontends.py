@@ -113,6 +113,18 @@ def test_full_scale_plans_without_data_in_seconds_worth_of_work(tmp_path):
     assert 'python -m pipeline data --scale full' in out
 
 
+def test_snakemake_config_errors_say_what_is_wrong():
+    """A table outside pipeline/paper.yaml and a run without its stage-1 run stop the plan with
+    one line naming the `--config` key, not a traceback."""
+    for config, message in ((['tables=[table1,table9]'], "--config tables: unknown table 'table9'"),
+                            (['runs=[loce_r50_v1]'],
+                             '--config runs: loce_r50_v1 needs its pretrain run r50_v1')):
+        out = subprocess.run(['snakemake', '-n', '--config', 'scale=smoke', *config], cwd=mx.ROOT,
+                             env=ENV, capture_output=True, text=True)
+        assert out.returncode != 0 and message in out.stdout + out.stderr, out.stderr[-2000:]
+        assert 'Traceback' not in out.stdout + out.stderr
+
+
 def test_snakemake_lint_is_clean():
     out = subprocess.run(['snakemake', '--lint', '--config', 'scale=smoke'], cwd=mx.ROOT,
                          env=ENV, capture_output=True, text=True)

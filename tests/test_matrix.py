@@ -97,7 +97,11 @@ def _write(tmp_path, mutate):
     (lambda d: d['finetune']['loce_r50_v1'].update(pretrain='nope'), "unknown pretrain run 'nope'"),
     (lambda d: d['finetune']['ebl_r50_v1'].update(tables=['table1/loce']), 'table1/loce is filled by more than one run'),
     (lambda d: d['scales']['smoke'].update(seeds=[]), 'scales/smoke/seeds'),
-    (lambda d: d['finetune']['ce_r50_v1'].update(tables=['table9/x']), 'finetune/ce_r50_v1/tables/0'),
+    (lambda d: d['finetune']['ce_r50_v1'].update(tables=['table9/x']),
+     "ce_r50_v1: tables: unknown table 'table9'; paper.yaml has: table1, table2"),
+    (lambda d: d['finetune']['ce_r50_v1'].update(tables=['table1']), 'finetune/ce_r50_v1/tables/0'),
+    (lambda d: d['scales']['proxy'].update(tables=['table1', 'Table2']),
+     "scales/proxy/tables: unknown table 'Table2'"),
     (lambda d: d['figure4']['a'].update(run='ghost'), "figure4/a: run 'ghost' is not in `analyse`"),
     (lambda d: d['analyse'].append('ghost'), "analyse: unknown run 'ghost'"),
     (lambda d: d['scales']['rehearsal'].update(rehearses='fulll'),
@@ -112,6 +116,21 @@ def test_bad_matrix_fails_naming_the_file_and_the_place(tmp_path, mutate, messag
     with pytest.raises(SystemExit) as err:
         mx.load(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_table_names_are_paper_yamls(tmp_path, monkeypatch):
+    """Every table name is checked against pipeline/paper.yaml, the one list of the paper's
+    tables: a table added there is known to the matrix, the schema and the aggregate alike."""
+    paper = yaml.safe_load(mx.PAPER_FILE.read_text())
+    assert mx.table_names() == ('table1', 'table2', 'table3', 'table4', 'table5')
+    paper['tables']['table6'] = paper['tables']['table4']
+    (tmp_path / 'paper.yaml').write_text(yaml.safe_dump(paper))
+    monkeypatch.setattr(mx, 'PAPER_FILE', tmp_path / 'paper.yaml')
+    path = _write(tmp_path, lambda d: d['scales']['proxy'].update(tables=['table1', 'table6']))
+    assert mx.load(path)['scales']['proxy']['tables'] == ['table1', 'table6']
+    mx.check_tables(['table6'], 'here')
+    with pytest.raises(SystemExit, match="here: unknown table 'table7'"):
+        mx.check_tables(['table7'], 'here')
 
 
 def test_unknown_run_lists_the_known_ones(matrix):

@@ -25,7 +25,7 @@ from .. import matrix as mx
 from ..runconfig import written_sha256
 from . import figure4, loss_curves, per_class, report, tables, trajectory
 
-PAPER_FILE = mx.ROOT / 'pipeline' / 'paper.yaml'
+PAPER_FILE = mx.PAPER_FILE
 KINDS = {'metrics': mx.metrics_path, 'analysis': mx.analysis_path}
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import matrix as mx
 
-TABLES = ('table1', 'table2', 'table3', 'table4', 'table5')
+TABLES = mx.table_names()
 FORMATS = ('md', 'csv', 'tex')
 CSV_FIELDS = ('table', 'row', 'label', 'run', 'status', 'metric', 'task', 'coco_metric', 'paper',
               'mean', 'std', 'n', 'n_expected', 'delta', 'trains', 'released_name', 'released',

@@ -18,6 +18,7 @@ from pipeline import released as released_models
 from pipeline.aggregate import outputs as aggregate_outputs
 
 validate(config, "../schemas/snakemake.schema.yaml")
+mx.check_tables(config.get("tables"), "--config tables")
 MATRIX = mx.load()
 SCALE = config["scale"]
 SPEC = mx.scale(MATRIX, SCALE)
@@ -26,7 +27,7 @@ if config.get("runs"):
     for _run in config["runs"]:
         mx.run_spec(MATRIX, _run, SCALE)
         if RUNS[_run]["pretrain"] and RUNS[_run]["pretrain"] not in config["runs"]:
-            raise ValueError(f"--config runs: {_run} needs its pretrain run {RUNS[_run]['pretrain']}")
+            raise SystemExit(f"--config runs: {_run} needs its pretrain run {RUNS[_run]['pretrain']}")
     RUNS = {run: spec for run, spec in RUNS.items() if run in config["runs"]}
 GPUS = SPEC["gpus"]
 # Training processes per run: one per GPU, or on CPU the scale's `processes` (torchrun + gloo).

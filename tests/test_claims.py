@@ -1,11 +1,16 @@
 """Paired seed differences, their 95 % t-intervals and the claim verdicts, against a hand
 computation; the design criteria checked on the CE baseline."""
+import copy
 import math
 import statistics
 
 import pytest
+import yaml
 
+from pipeline import matrix as mx
 from pipeline.aggregate import claims
+
+PAPER = yaml.safe_load(mx.PAPER_FILE.read_text())
 
 
 def _record(ap, apr, apf):
@@ -22,8 +27,8 @@ def _summary(metrics, criteria=None, rare_scores=(0.05, 0.08)):
     analysis = dict(stage1={0: dict(classes=classes)},
                     loce={s: dict(classes=[dict(c, mean_score=c['mean_score'] + 0.3 + 0.05 * s)
                                            for c in classes]) for s in range(3)})
-    cells = {f'table1/{row}': row for row in ('baseline', *claims.ROWS)}
-    return dict(scale='proxy', matrix=matrix, cells=cells,
+    cells = {f'table1/{row}': row for row in PAPER['tables']['table1']['rows']}
+    return dict(scale='proxy', matrix=matrix, cells=cells, paper=PAPER,
                 results=dict(metrics=metrics, analysis=analysis))
 
 
@@ -106,3 +111,25 @@ def test_per_seed_section_lists_every_row_and_seed_with_its_values():
 def test_no_per_seed_section_with_one_seed():
     lines = claims.section(_summary(dict(baseline={0: BASE[0]}, loce={0: LOCE[0]})))
     assert '## Table 1 seed by seed' not in lines
+
+
+def test_claims_and_baselines_are_read_from_paper_yaml():
+    """Table 1's claims live beside its numbers in pipeline/paper.yaml: one added there is read
+    off its own paired difference (mfs − baseline mask APf: +0.5, 0.0, +0.2 by seed)."""
+    summary = _summary(dict(baseline=BASE, loce=LOCE, ebl=BASE, mfs=LOCE, prior=BASE,
+                            ce_decoupled=BASE))
+    paper = copy.deepcopy(PAPER)
+    paper['tables']['table1']['claims'].append(
+        dict(text='MFS keeps mask APf against {base}', row='mfs', than='base', metric='APf'))
+    summary['paper'] = paper
+    lines = claims.section(summary)
+    diffs = [0.5, 0.0, 0.2]
+    half = 4.303 * statistics.stdev(diffs) / math.sqrt(3)
+    mean = statistics.mean(diffs)
+    assert (f'- MFS keeps mask APf against the CE baseline (30 epochs, end to end): '
+            f'**inconclusive (interval spans 0)** ({mean:+.2f} [{mean - half:+.2f}, '
+            f'{mean + half:+.2f}])') in lines
+    assert sum(line.startswith('- MFS keeps mask APf') for line in lines) == 2  # both baselines
+    baselines, rows = claims.table1_rows(PAPER)
+    assert list(baselines) == ['baseline', 'ce_decoupled']
+    assert rows == ('ebl', 'mfs', 'loce', 'prior', 'ce_decoupled')

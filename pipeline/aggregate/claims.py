@@ -18,18 +18,18 @@ T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8
         9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
 PAIRED_METRICS = [(task, key) for task in ('bbox', 'segm') for key in ('AP', 'APr', 'APc', 'APf')]
 TASK_NAMES = {'bbox': 'box', 'segm': 'mask'}
-ROWS = ('ebl', 'mfs', 'loce', 'prior', 'ce_decoupled')
-BASELINES = {'baseline': 'the CE baseline (30 epochs, end to end)',
-             'ce_decoupled': 'the controlled CE row (24 + 6 decoupled)'}
-# (claim, table-1 row, row it is compared with, metric, claimed direction)
-CLAIMS = [
-    ('EBL raises mask APr over {base}', 'ebl', 'base', ('segm', 'APr')),
-    ('MFS raises mask APr over {base}', 'mfs', 'base', ('segm', 'APr')),
-    ('LOCE raises mask APr over {base}', 'loce', 'base', ('segm', 'APr')),
-    ('LOCE raises mask APr more than EBL alone', 'loce', 'ebl', ('segm', 'APr')),
-    ('LOCE raises mask APr more than MFS alone', 'loce', 'mfs', ('segm', 'APr')),
-    ('LOCE does not lower mask APf against {base}', 'loce', 'base', ('segm', 'APf')),
-]
+
+
+def table1_rows(paper: dict) -> tuple[dict, tuple[str, ...]]:
+    """Table 1's baselines (key -> description) and the rows set against them: every other row
+    in paper.yaml's order, then the baselines after the first (each row minus the first
+    baseline; the others minus each further baseline)."""
+    spec = paper['tables']['table1']
+    baselines = spec['baselines']
+    first = next(iter(baselines))
+    rows = tuple(r for r in spec['rows'] if r not in baselines) + tuple(b for b in baselines
+                                                                        if b != first)
+    return baselines, rows
 
 
 def t975(df: int) -> float:
@@ -105,29 +105,35 @@ def per_seed_section(summary: dict, runs: dict) -> list[str]:
 
 def section(summary: dict) -> list[str]:
     """The per-seed values, the paired differences and the claim lines, for REPORT.md."""
-    results, cells = summary['results'], summary['cells']
-    runs = {row: cells.get(f'table1/{row}') for row in ('baseline', *ROWS)}
+    results, cells, paper = summary['results'], summary['cells'], summary['paper']
+    baselines, rows_of = table1_rows(paper)
+    first = next(iter(baselines))
+    runs = {row: cells.get(f'table1/{row}') for row in (first, *rows_of)}
     lines = per_seed_section(summary, runs) + [
         '## Table 1 against seed noise (paired by seed)', '',
         'Each row minus the baseline of the same seed, then mean and 95 % t-interval over the '
         'seeds both have (box and mask AP, percent).', '']
     header = ['row'] + [f'{TASK_NAMES[t]} {k}' for t, k in PAIRED_METRICS]
-    for base, name in BASELINES.items():
+    for base, name in baselines.items():
         if runs[base] is None:
             lines += [f'Against {name}: not run at this scale.', '']
             continue
         rows = [[f'{row} − {base}'] + [_cell(paired(results, runs[row], runs[base], t, k))
                                         for t, k in PAIRED_METRICS]
-                for row in ROWS if row != base]
+                for row in rows_of if row != base]
         lines += [f'Against {name} (`{runs[base]}`):', '', *_md_table(header, rows), '']
     lines += ['Claims of the paper (holds: the interval lies on the claimed side of 0; does not '
               'hold: on the other side; inconclusive: it spans 0):', '']
-    for base, name in BASELINES.items():
-        for text, row, other, (task, key) in CLAIMS:
-            if (runs[base] if other == 'base' else base == 'baseline'):
-                ref = base if other == 'base' else other
-                stat = paired(results, runs[row], runs[ref], task, key)
-                lines.append(f'- {text.format(base=name)}: **{verdict(stat)}** ({_cell(stat)})')
+    for base, name in baselines.items():
+        for claim in paper['tables']['table1']['claims']:
+            # A claim against `base` is read once per baseline; one between two rows once.
+            if (runs[base] if claim['than'] == 'base' else base == first):
+                ref = base if claim['than'] == 'base' else claim['than']
+                column = paper['columns'][claim['metric']]
+                stat = paired(results, runs[claim['row']], runs[ref], column['task'],
+                              column['metric'])
+                lines.append(f'- {claim["text"].format(base=name)}: **{verdict(stat)}** '
+                             f'({_cell(stat)})')
     flat = flattening(summary)
     lines.append(f'- LOCE lifts the rare classes\' mean score over softmax CE (Figure 4 c minus a, '
                  f'rare group): **{verdict(flat)}** ({_cell(flat)})')

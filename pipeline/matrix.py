@@ -103,18 +103,20 @@ def _check_references(matrix: dict, path: Path) -> None:
 
 
 def runs(matrix: dict) -> dict[str, dict]:
-    """All runs, pretrain first, each with its stage, config stem, dataset, parent, options and
-    table cells."""
+    """All runs, pretrain first, each with its stage, config stem, dataset, parent, options,
+    table cells, label and (Table 5's baselines) recipe."""
     out = {}
     for name, spec in matrix['pretrain'].items():
         out[name] = dict(stage='pretrain', config=spec['config'], dataset=spec['dataset'],
                          pretrain=None, options=spec.get('options', {}),
-                         tables=spec.get('tables', []), label=spec.get('label'))
+                         tables=spec.get('tables', []), label=spec.get('label'),
+                         recipe=spec.get('recipe'))
     for name, spec in matrix['finetune'].items():
         parent = matrix['pretrain'][spec['pretrain']]
         out[name] = dict(stage='finetune', config=spec['config'], dataset=parent['dataset'],
                          pretrain=spec['pretrain'], options=spec.get('options', {}),
-                         tables=spec['tables'], label=spec.get('label'))
+                         tables=spec['tables'], label=spec.get('label'),
+                         recipe=spec.get('recipe'))
     return out
 
 

@@ -1,8 +1,8 @@
 """The Table 5 baseline configs (configs/baselines/, smoke twins in configs/smoke/): each loads and
-builds through the registry, carries its method's recipe (the RECIPES table below, which is also
-the list the experiment matrix is written from) and its reference's hyper-parameters, keeps them
-in its smoke twin, scores with the right activation through the stock bbox head, and the
-decoupled ones train only the classifier on top of a stage-1 checkpoint. Every config's classifier
+builds through the registry, carries its method's recipe (its run's `recipe` in
+pipeline/experiments.yaml) and its reference's hyper-parameters, keeps them in its smoke twin,
+scores with the right activation through the stock bbox head, and the decoupled ones train only
+the classifier on top of a stage-1 checkpoint. Every config's classifier
 bias starts where its reference starts it (-log 999 for a sigmoid classifier)."""
 import copy
 import functools
@@ -20,63 +20,35 @@ from mmengine.runner.checkpoint import load_state_dict
 
 import loce  # noqa: F401  (registers the losses and hooks)
 from loce.engine.freeze_hook import freeze_except
+from pipeline import matrix as mx
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
-STAGE1 = {'r50_v1': 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1',
-          'r101_v1': 'mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1',
-          'r50_v05': 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5'}
 CLASSIFIER = ('roi_head.bbox_head.fc_cls', )
 EVERY_CONFIG = sorted(p for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
+MATRIX = mx.load()
+DEFAULTS = dict(sampler='random', mask='NormedConv2d', classifier='Linear', statistics=False)
 
 
-def _recipe(block, method, loss, schedule, sampler='random', mask='NormedConv2d',
-            classifier='Linear', decoupled=False, statistics=False):
-    return dict(block=block, method=method, loss=loss, schedule=schedule, sampler=sampler,
-                mask=mask, classifier=classifier, decoupled=decoupled, statistics=statistics)
+def _recipes():
+    """Per baseline config (stem), the `recipe` its run declares in pipeline/experiments.yaml,
+    with the schema's defaults, its block (from its Table 5 cell), whether it is fine-tuned
+    from a stage-1 model (and which config that model has), and its schedule as
+    (kind, length, lr steps)."""
+    out = {}
+    for name, spec in mx.runs(MATRIX).items():
+        recipe = spec['recipe']
+        if recipe is None:
+            continue
+        parent = spec['pretrain'] and mx.runs(MATRIX)[spec['pretrain']]['config']
+        kind = 'epochs' if 'epochs' in recipe else 'iters'
+        out[spec['config'].removeprefix('baselines/')] = dict(
+            DEFAULTS, **recipe, run=name, block=spec['tables'][0].split('/')[1],
+            decoupled=parent is not None, stage1=parent,
+            schedule=(kind, recipe[kind], recipe['steps']))
+    return out
 
 
-TWO_X = ('epochs', 24, [16, 22])
-RECIPES = {
-    'mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v0.5':
-        _recipe('r50_v05', 'RFS', 'CrossEntropyLoss', TWO_X, sampler='rfs'),
-    'mask-rcnn_r101_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1':
-        _recipe('r101_v1', 'RFS', 'CrossEntropyLoss', TWO_X, sampler='rfs'),
-    'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5':
-        _recipe('r50_v05', 'EQL', 'EqualizationLoss', TWO_X, statistics=True),
-    'eql_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1':
-        _recipe('r50_v1', 'EQL', 'EqualizationLoss', TWO_X, statistics=True),
-    'eql_mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1':
-        _recipe('r101_v1', 'EQL', 'EqualizationLoss', TWO_X, statistics=True),
-    'eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5':
-        _recipe('r50_v05', 'EQL v2', 'EqualizationLossV2', TWO_X),
-    'eqlv2_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1':
-        _recipe('r50_v1', 'EQL v2', 'EqualizationLossV2', TWO_X),
-    'eqlv2_mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1':
-        _recipe('r101_v1', 'EQL v2', 'EqualizationLossV2', TWO_X),
-    'seesaw-loss_mask-rcnn_r50_fpn_random-ms-1x_lvis-v1':
-        _recipe('r50_v1', 'Seesaw Loss', 'SeesawLoss', ('epochs', 12, [8, 11]), mask='Conv',
-                classifier='NormedLinear'),
-    'seesaw-loss_mask-rcnn_r101_fpn_random-ms-2x_lvis-v1':
-        _recipe('r101_v1', 'Seesaw Loss', 'SeesawLoss', TWO_X, mask='Conv',
-                classifier='NormedLinear'),
-    'seesaw-loss_mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1':
-        _recipe('r50_v1', 'Seesaw Loss (random, normed mask; beyond the paper)', 'SeesawLoss',
-                TWO_X, classifier='NormedLinear'),
-    'ecm_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1':
-        _recipe('r50_v1', 'ECM Loss (beyond the paper)', 'EffectiveClassMarginLoss',
-                ('epochs', 24, [20, 22]), sampler='rfs', classifier='NormedLinear',
-                statistics=True),
-    'bags_mask-rcnn_r50_fpn_normed-mask_ms-12e_lvis-v0.5':
-        _recipe('r50_v05', 'BAGS', 'GroupSoftmaxLoss', ('epochs', 12, [8, 11]),
-                decoupled=True, statistics=True),
-    'bags_mask-rcnn_r101_fpn_normed-mask_ms-12e_lvis-v1':
-        _recipe('r101_v1', 'BAGS', 'GroupSoftmaxLoss', ('epochs', 12, [8, 11]),
-                decoupled=True, statistics=True),
-    'balms_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-22k_lvis-v0.5':
-        _recipe('r50_v05', 'BALMS (Balanced Softmax, no meta re-weighter)',
-                'BalancedSoftmaxLoss', ('iters', 22000, [11000, 18000]), sampler='rfs',
-                decoupled=True, statistics=True),
-}
+RECIPES = _recipes()
 STEMS = sorted(RECIPES)
 
 
@@ -315,7 +287,7 @@ def test_the_stock_bbox_head_scores_with_the_loss_activation(stem):
 @pytest.mark.parametrize('stem', [s for s in STEMS if RECIPES[s]['decoupled']])
 def test_decoupled_rows_train_only_the_classifier_over_a_stage1_model(stem):
     twin = _twin(stem)
-    stage1 = _build(_config(CONFIGS / 'smoke' / f'{STAGE1[RECIPES[stem]["block"]]}-tiny.py'))
+    stage1 = _build(_config(CONFIGS / 'smoke' / f'{RECIPES[stem]["stage1"]}-tiny.py'))
     model = _build(twin)
     init_fc_cls = model.roi_head.bbox_head.fc_cls.weight.detach().clone()
     with warnings.catch_warnings():
@@ -352,7 +324,7 @@ def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp
     cfg.test_dataloader.dataset.indices = 4
     if RECIPES[stem]['decoupled']:
         stage1 = _build(_config(
-            CONFIGS / 'smoke' / f'{STAGE1[RECIPES[stem]["block"]]}-tiny.py'))
+            CONFIGS / 'smoke' / f'{RECIPES[stem]["stage1"]}-tiny.py'))
         torch.save(dict(state_dict=stage1.state_dict(), meta={}), tmp_path / 'stage1.pth')
         cfg.load_from = str(tmp_path / 'stage1.pth')
     runner = Runner.from_cfg(cfg)

@@ -43,3 +43,24 @@ def test_importing_loce_registers_its_modules(module):
     import importlib
 
     importlib.import_module(module)
+
+
+def test_the_wheel_is_the_plug_in_alone(tmp_path):
+    """`pip install loce-repro` gives the plug-in (`loce`) and nothing of the workflow, which
+    reads the matrix and configs beside it and so runs from a checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root, src = Path(__file__).resolve().parents[1], tmp_path / 'src'
+    src.mkdir()
+    for name in ('pyproject.toml', 'README.md', 'loce', 'pipeline'):  # built away from the checkout
+        (shutil.copytree if (root / name).is_dir() else shutil.copy2)(root / name, src / name)
+    subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation',
+                    '-w', str(tmp_path), str(src)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob('loce_repro-*.whl'))).namelist()
+    packages = {n.split('/')[0] for n in names if not n.split('/')[0].endswith('.dist-info')}
+    assert packages == {'loce'}
+    assert 'loce/models/equilibrium_loss.py' in names

@@ -80,7 +80,7 @@ def _child(conn: socket.socket, call: dict, fds: list[int], pin: dict) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
             os.kill(os.getpid(), int(data[0]))
     threading.Thread(target=watch, daemon=True).start()
-    from .__main__ import main
+    from .cli import main
     try:
         code = main(call['argv'])
     except SystemExit as stop:

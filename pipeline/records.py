@@ -31,7 +31,7 @@ FREQUENCIES = ('r', 'c', 'f')
 
 class RecordError(ValueError):
     """A metrics or analysis file that cannot be used; its message names the file and the fix,
-    so the CLI prints it alone (pipeline/__main__.py), without a traceback."""
+    so the CLI prints it alone (pipeline/cli.py), without a traceback."""
 
 
 def defined(value) -> float | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import matrix as mx
-from pipeline.__main__ import parser
+from pipeline.cli import parser
 
 HINT = re.compile(r'`python -m pipeline ([^`]*)`')
 SAMPLE = {'--scale': 'smoke', '--run': 'r50_v1', '--seed': '0'}

@@ -72,7 +72,7 @@ def test_the_pin_is_in_the_environment_of_every_cpu_scale_and_of_no_gpu_scale():
 def test_only_the_stages_that_compute_import_torch_to_pin_it(stage, imports_torch):
     """The CLI's pin in a stage that only reads records sets the environment (its children
     inherit it) without paying torch's import; a training stage gets oneDNN turned off."""
-    code = ('import sys; from pipeline import __main__ as cli, determinism, matrix as mx; '
+    code = ('import sys; from pipeline import cli, determinism, matrix as mx; '
             f'determinism.apply(mx.scale(mx.load(), "smoke"), scale_name="smoke", '
             f'computes={stage!r} in cli.TORCH_STAGES); '
             'import os; print("torch" in sys.modules, '

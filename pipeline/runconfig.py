@@ -51,11 +51,22 @@ def _cached_cfg_metainfo(package_path: str, cfg_path: str) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _parsed(path: Path, mtime_ns: int):
-    """A config file as mmengine parses it (runs sharing a file parse it once per process)."""
+    """A config file as mmengine parses it (runs sharing a file parse it once per process).
+    Printed unformatted (see `load`)."""
     import mmengine.config.utils
     from mmengine.config import Config
     mmengine.config.utils._get_cfg_metainfo = _cached_cfg_metainfo
-    return Config.fromfile(str(path), import_custom_modules=False)
+    return _unformatted(Config.fromfile(str(path), import_custom_modules=False))
+
+
+def _unformatted(cfg):
+    """The config printed (pretty_text: the resolved file, the Runner's log and dump) without
+    yapf, which took about 1 s a config: 80 % of resolving the full scale's 108 configs when
+    Snakemake parses, and again in each stage's Runner. The dict, hence the hash, is the same.
+    (mmengine 0.10.7's Config.fromfile drops its own `format_python_code=False` for plain
+    configs, so the flag is set as mmengine sets it.)"""
+    object.__setattr__(cfg, '_format_python_code', False)
+    return cfg
 
 
 def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | None = None):
@@ -132,7 +143,7 @@ def load(scale: str, run: str, seed: int):
     if not path.is_file():
         raise SystemExit(f'{path}: no resolved config for run {run!r} seed {seed}; train it first '
                          f'(`python -m pipeline train --scale {scale} --run {run} --seed {seed}`)')
-    cfg = Config.fromfile(str(path))
+    cfg = _unformatted(Config.fromfile(str(path)))
     sha = written_sha256(path)
     if sha is None or config_sha256(cfg) != sha:
         raise SystemExit(f'{path}: its content does not match its config_sha256 header (edited '

@@ -371,7 +371,8 @@ def run_checks(args):
                   if getattr(args, k) is not None})
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(ROOT / 'benchmarks'))  # bench_loce_iteration, when imported as a module
+    # The checkout's pipeline/ (the wheel ships loce/ alone) and bench_loce_iteration.
+    sys.path[:0] = [str(ROOT), str(ROOT / 'benchmarks')]
 
     env, build = environment(device, args.build_info)
     log(f"{env.get('gpu', 'CPU')}, torch {env['torch']}, mmcv {env['mmcv']} "

@@ -52,7 +52,7 @@ def _cached_cfg_metainfo(package_path: str, cfg_path: str) -> dict:
 @functools.lru_cache(maxsize=None)
 def _parsed(path: Path, mtime_ns: int):
     """A config file as mmengine parses it (runs sharing a file parse it once per process).
-    Printed unformatted (see `load`)."""
+    Printed unformatted (see `_unformatted`)."""
     import mmengine.config.utils
     from mmengine.config import Config
     mmengine.config.utils._get_cfg_metainfo = _cached_cfg_metainfo

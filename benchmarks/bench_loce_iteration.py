@@ -14,8 +14,9 @@ and float16, without allocating it.
 
     .venv/bin/python benchmarks/bench_loce_iteration.py                # 320 px, 5 repeats
     .venv/bin/python benchmarks/bench_loce_iteration.py --size 800 --repeats 3
+    .venv/bin/python -m pipeline resolve --scale smoke --run loce_r50_v1   # the smoke config
     .venv/bin/python benchmarks/bench_loce_iteration.py --size 128 --gts 3 --repeats 30 \
-        --config configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py
+        --config work/smoke/configs/loce_r50_v1/seed0.py
 """
 import argparse
 import statistics
@@ -44,7 +45,7 @@ def make_batch(size, gts_per_image, num_classes, seed=0):
 
 def build_models(config):
     """The LOCE model and a plain one with the same weights, both frozen the LOCE way."""
-    cfg = Config.fromfile(str(config))
+    cfg = config if isinstance(config, Config) else Config.fromfile(str(config))
     init_default_scope('mmdet')
     torch.manual_seed(0)
     loce = MODELS.build(cfg.model)  # PyTorch's default init: timing needs no trained weights

@@ -33,18 +33,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIG = ROOT / 'configs/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py'
-TINY_CONFIG = ROOT / 'configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
+TINY_RUN = 'loce_r50_v1'  # its config as the smoke scale shrinks it
 # Per scale: config, timed batch (image side, GTs per image), iterations, op sizes, eval set.
 # The eval set's images are 128 px; the full config's test pipeline scales them to 800 px.
 SCALES = {
     'full': dict(config=FULL_CONFIG, size=800, gts=8, warmup=3, iterations=20,
                  boxes=2000, rois=256, feature=(2, 256, 64, 64)),
-    'tiny': dict(config=TINY_CONFIG, size=128, gts=3, warmup=1, iterations=2,
+    'tiny': dict(config=TINY_RUN, size=128, gts=3, warmup=1, iterations=2,
                  boxes=200, rois=32, feature=(1, 16, 32, 32)),
 }
 EVAL_SET = dict(num_train=222, num_val=16, image_size=128, num_categories=16, val_min_images=1)
 NMS_THRESHOLDS = (0.5, 0.7)  # mmdet's R-CNN and RPN thresholds
 ROI_ALIGN = dict(output_size=(7, 7), spatial_scale=0.25, sampling_ratio=0, aligned=True)
+
+
+def _config(scale: dict):
+    """The scale's LOCE config: the full one as written, or a smoke run's as the smoke shrinks it."""
+    from mmengine.config import Config
+
+    if scale['config'] == TINY_RUN:
+        from pipeline import matrix as mx
+        from pipeline import runconfig
+        return runconfig.at_scale(mx.load(), 'smoke', TINY_RUN)
+    return Config.fromfile(str(scale['config']))
+
+
+def _config_name(scale: dict) -> str:
+    if scale['config'] == TINY_RUN:
+        return f'{TINY_RUN} at the smoke scale'
+    return str(Path(scale['config']).relative_to(ROOT))
 
 
 START = time.perf_counter()
@@ -199,8 +216,7 @@ def check_iterations(scale, device):
                                       make_batch)
     from loce.models.mfs import FeatureMemory
 
-    config = scale['config']
-    runs = build_models(config)
+    runs = build_models(_config(scale))
     # The same LOCE model and optimizer, its memory (not allocated yet) on the device in float16.
     runs['LOCE-device-fp16'] = copy.deepcopy(runs['LOCE'])
     head = runs['LOCE-device-fp16'][0].roi_head
@@ -236,7 +252,7 @@ def check_iterations(scale, device):
             torch.cuda.empty_cache()
     plain = variants['plain']['it_per_s']
     return dict(
-        config=str(Path(config).relative_to(ROOT)), images=2, image_size=scale['size'],
+        config=_config_name(scale), images=2, image_size=scale['size'],
         gts_per_image=scale['gts'], **info, variants=variants,
         loce_time_over_plain={k: plain / v['it_per_s']
                               for k, v in variants.items() if k != 'plain'},
@@ -245,7 +261,6 @@ def check_iterations(scale, device):
 
 def evaluate(scale, device, work_dir):
     """The config on a synthetic LVIS set, one Runner.test through FastLVISMetric."""
-    from mmengine.config import Config
     from mmengine.runner import Runner
 
     from pipeline.data.synthetic import class_names, synthesize
@@ -256,9 +271,7 @@ def evaluate(scale, device, work_dir):
     summary = synthesize(data, seed=0, **EVAL_SET)
     synth_s = time.perf_counter() - start
     log(f"synthetic LVIS: {summary['val']['images']} val images in {synth_s:.1f}s")
-    cfg = Config.fromfile(str(scale['config']))
-    # Smoke twins name their data root in each dataset (data/smoke/lvis_v1/), not at top level.
-    cfg.data_root = cfg.test_dataloader.dataset.get('data_root', cfg.data_root)
+    cfg = _config(scale)
     relocate_data(cfg, data / 'lvis_v1')
     classes = class_names(EVAL_SET['num_categories'])
     cfg.model.roi_head.bbox_head.num_classes = len(classes)

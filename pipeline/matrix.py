@@ -187,11 +187,16 @@ def pretrain_seed(matrix: dict, scale_name: str, seed: int) -> int:
 
 
 def config_path(matrix: dict, scale_name: str, stem: str) -> Path:
-    """configs/<stem>.py at a scale of the real configs (full, a rehearsal of it);
-    <config_dir>/<basename><suffix>.py at the others (ablations too)."""
-    spec = scale(matrix, scale_name)
-    name = stem if spec['config_dir'] == 'configs' else Path(stem).name
-    return ROOT / spec['config_dir'] / f'{name}{spec["config_suffix"]}.py'
+    """configs/<stem>.py: a run's config at every scale (at a scale with a shrink file, the
+    resolver shrinks it: pipeline/shrink.py)."""
+    scale(matrix, scale_name)
+    return ROOT / 'configs' / f'{stem}.py'
+
+
+def shrink_path(matrix: dict, scale_name: str) -> Path | None:
+    """The scale's shrink file, or None where runs use their full configs as they are."""
+    name = scale(matrix, scale_name).get('shrink')
+    return ROOT / name if name else None
 
 
 def data_root(matrix: dict, scale_name: str, dataset: str) -> Path:

@@ -1,7 +1,8 @@
 """A run is its resolved config: one file per run and seed that every stage reads.
 
-`resolve` builds it from the run's config file, the data relocation, the matrix `options`, the
-seed, the pretrain run it starts from and any extra --cfg-options; `write` puts it at
+`resolve` builds it from the run's config file, the data relocation, the scale's shrink
+(pipeline/shrink.py), the matrix `options`, the seed, the pretrain run it starts from and any
+extra --cfg-options; `write` puts it at
 work/<scale>/configs/<run>/seed<k>.py, touching the file only when its hash changes, so front
 ends that rerun on file changes (Snakemake by mtime, DVC by content) rerun exactly the runs whose
 config changed. Paths in it are repo-relative and the hash is taken over its canonical JSON form,
@@ -18,7 +19,7 @@ import re
 import reprlib
 from pathlib import Path
 
-from . import atomic
+from . import atomic, shrink
 from . import matrix as mx
 from .provenance import sha256_text
 
@@ -69,8 +70,9 @@ def _unformatted(cfg):
     return cfg
 
 
-def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | None = None):
-    """The run's mmengine Config, fully resolved (nothing is written)."""
+def at_scale(matrix: dict, scale: str, run: str):
+    """The run's config file as it runs at `scale`: its data relocated there and shrunk by the
+    scale's shrink file (what `resolve` starts from; tools and tests use it directly)."""
     spec = mx.run_spec(matrix, run, scale)
     path = mx.config_path(matrix, scale, spec['config'])
     if not path.is_file():
@@ -78,6 +80,16 @@ def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | N
                          f'add it or fix `config:` of {run} in {mx.MATRIX_FILE}')
     cfg = copy.deepcopy(_parsed(path, path.stat().st_mtime_ns))
     relocate_data(cfg, mx.data_root(matrix, scale, spec['dataset']))
+    if (shrink_file := mx.shrink_path(matrix, scale)) is not None:
+        shrink.apply(cfg, shrink.load(shrink_file), spec['config'],
+                     f'{mx.rel(shrink_file)} on {mx.rel(path)}')
+    return cfg
+
+
+def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | None = None):
+    """The run's mmengine Config, fully resolved (nothing is written)."""
+    spec = mx.run_spec(matrix, run, scale)
+    cfg = at_scale(matrix, scale, run)
     merge_checked(cfg, spec['options'], f'{mx.rel(mx.MATRIX_FILE)}: options of run {run!r}')
     if spec['pretrain'] and 'load_from' in (cfg_options or {}):
         raise SystemExit(_load_from_refused(matrix, scale, run, seed))

@@ -52,7 +52,7 @@ def metrics_json(run: str, seed: int) -> dict:
     return dict(run=run, seed=seed, scale='smoke', dataset='lvis_v1', **tasks,
                 provenance=dict(git_commit='abc123', git_dirty=False,
                                 packages={'torch': '2.13.0', 'mmdet': '3.3.0'},
-                                config=f'configs/smoke/{run}-tiny.py', config_sha256='0' * 64,
+                                config=f'configs/{run}.py', config_sha256='0' * 64,
                                 seed=seed, device='cpu (2 threads)', train_wall_s=10.0 + seed,
                                 eval_wall_s=2.5,
                                 checkpoint=f'work/smoke/{run}/seed{seed}/final.pth',
@@ -321,9 +321,10 @@ def test_report_reading_is_computed_from_the_tables(done):
 def test_report_names_each_runs_config_and_overrides(done):
     report = (done['out'] / 'REPORT.md').read_text()
     [line] = [l for l in report.splitlines() if l.startswith('| `loce_alpha0.8_r50_v1` |')]
-    assert '`configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py`' in line
+    assert '`configs/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1.py`' in line
     assert '`model.roi_head.indicator.alpha=0.8`' in line
-    assert 'results name `configs/smoke/loce_alpha0.8_r50_v1-tiny.py`' in line  # the fake's name
+    assert 'results name `configs/loce_alpha0.8_r50_v1.py`' in line  # the fake's name
+    assert 'Every config runs shrunk by `configs/smoke/shrink.py` at this scale.' in report
 
 
 def test_rerun_gives_identical_text_outputs(done, tmp_path):

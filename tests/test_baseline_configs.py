@@ -1,6 +1,6 @@
-"""The Table 5 baseline configs (configs/baselines/, smoke twins in configs/smoke/): each loads and
-builds through the registry, carries its method's recipe (its run's `recipe` in
-pipeline/experiments.yaml) and its reference's hyper-parameters, keeps them in its smoke twin,
+"""The Table 5 baseline configs (configs/baselines/): each loads and builds through the registry,
+as written and as the smoke scale shrinks it, carries its method's recipe (its run's `recipe` in
+pipeline/experiments.yaml) and its reference's hyper-parameters, keeps them at the smoke scale,
 scores with the right activation through the stock bbox head, and the decoupled ones train only
 the classifier on top of a stage-1 checkpoint. Every config's classifier
 bias starts where its reference starts it (-log 999 for a sigmoid classifier)."""
@@ -21,11 +21,20 @@ from mmengine.runner.checkpoint import load_state_dict
 import loce  # noqa: F401  (registers the losses and hooks)
 from loce.engine.freeze_hook import freeze_except
 from pipeline import matrix as mx
+from pipeline import runconfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 CLASSIFIER = ('roi_head.bbox_head.fc_cls', )
-EVERY_CONFIG = sorted(p for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
 MATRIX = mx.load()
+# Every config as written (full, ablations, baselines) and as the smoke scale runs it: a case is
+# ('full', path under configs/) or ('smoke', a run of the config).
+SMOKE_RUNS = {}
+for _run in mx.runs_at(MATRIX, 'smoke'):
+    SMOKE_RUNS.setdefault(mx.run_spec(MATRIX, _run)['config'], _run)
+EVERY_CONFIG = ([('full', str(p.relative_to(CONFIGS)))
+                 for p in sorted(CONFIGS.glob('*.py')) + sorted(CONFIGS.glob('*/*.py'))
+                 if p.parent.name not in ('smoke', 'proxy')]
+                + [('smoke', run) for run in SMOKE_RUNS.values()])
 DEFAULTS = dict(sampler='random', mask='NormedConv2d', classifier='Linear', statistics=False)
 
 
@@ -43,7 +52,7 @@ def _recipes():
         kind = 'epochs' if 'epochs' in recipe else 'iters'
         out[spec['config'].removeprefix('baselines/')] = dict(
             DEFAULTS, **recipe, run=name, block=spec['tables'][0].split('/')[1],
-            decoupled=parent is not None, stage1=parent,
+            decoupled=parent is not None, stage1=parent, stage1_run=spec['pretrain'],
             schedule=(kind, recipe[kind], recipe['steps']))
     return out
 
@@ -53,31 +62,39 @@ STEMS = sorted(RECIPES)
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path):
-    return Config.fromfile(path)
+def _load(case):
+    scale, name = case
+    return (Config.fromfile(str(CONFIGS / name)) if scale == 'full'
+            else runconfig.at_scale(MATRIX, scale, name))
 
 
-def _config(path):
+def _config(case):
     """A private copy (the tests edit theirs) of a config parsed once per session."""
-    return copy.deepcopy(_load(str(path)))
+    return copy.deepcopy(_load(case))
 
 
 def _full(stem):
-    return _config(CONFIGS / 'baselines' / f'{stem}.py')
+    return _config(('full', f'baselines/{stem}.py'))
+
+
+def _smoke(run):
+    return _config(('smoke', run))
 
 
 def _twin(stem):
-    return _config(CONFIGS / 'smoke' / f'{stem}-tiny.py')
+    """The baseline's config as the smoke scale runs it."""
+    return _smoke(RECIPES[stem]['run'])
 
 
-def _name(path):
-    return str(path.relative_to(CONFIGS))
+def _name(case):
+    return ':'.join(case)
 
 
 def _using(loss_type):
-    """Every config (full, ablation, smoke, proxy) whose bbox head trains with `loss_type`."""
-    return [p for p in EVERY_CONFIG
-            if _load(str(p)).model.roi_head.bbox_head.loss_cls.type == loss_type]
+    """Every config (full, ablation; at the smoke scale) whose bbox head trains with
+    `loss_type`."""
+    return [c for c in EVERY_CONFIG
+            if _load(c).model.roi_head.bbox_head.loss_cls.type == loss_type]
 
 
 def _build(cfg):
@@ -86,10 +103,10 @@ def _build(cfg):
     return MODELS.build(cfg.model)
 
 
-def test_every_baseline_is_in_the_table_and_has_a_smoke_twin():
+def test_every_baseline_is_in_the_table_and_runs_at_the_smoke_scale():
     assert sorted(p.stem for p in (CONFIGS / 'baselines').glob('*.py')) == STEMS
     for stem in STEMS:
-        assert (CONFIGS / 'smoke' / f'{stem}-tiny.py').is_file(), stem
+        assert RECIPES[stem]['run'] in mx.runs_at(MATRIX, 'smoke'), stem
 
 
 @pytest.mark.parametrize('smoke', [False, True], ids=['full', 'smoke'])
@@ -169,40 +186,47 @@ def test_recipe_details_from_the_reference_code():
     assert (balms.param_scheduler[0].end, balms.param_scheduler[0].start_factor) == (1000, 1e-3)
 
 
-def test_the_configs_found_by_their_loss_are_the_recipe_rows_and_their_twins():
+def test_the_configs_found_by_their_loss_are_the_recipe_rows_at_both_scales():
     for loss in ('EqualizationLoss', 'EqualizationLossV2', 'SeesawLoss'):
         stems = [s for s in STEMS if RECIPES[s]['loss'] == loss]
-        assert sorted(map(_name, _using(loss))) == sorted(
-            [f'baselines/{s}.py' for s in stems] + [f'smoke/{s}-tiny.py' for s in stems])
+        assert sorted(_using(loss)) == sorted(
+            [('full', f'baselines/{s}.py') for s in stems]
+            + [('smoke', RECIPES[s]['run']) for s in stems])
 
 
-def _reference_loss(path):
+def _reference_loss(case):
     init_default_scope('mmdet')
-    return MODELS.build(_config(path).model.roi_head.bbox_head.loss_cls)
+    return MODELS.build(_config(case).model.roi_head.bbox_head.loss_cls)
 
 
-@pytest.mark.parametrize('path', _using('EqualizationLoss'), ids=_name)
-def test_every_eql_config_has_the_reference_threshold(path):
+def _v05(case):
+    scale, name = case
+    return 'lvis-v0.5' in name if scale == 'full' else mx.run_spec(MATRIX, name)['dataset'] \
+        == 'lvis_v0.5'
+
+
+@pytest.mark.parametrize('case', _using('EqualizationLoss'), ids=_name)
+def test_every_eql_config_has_the_reference_threshold(case):
     """eqlv2 configs/end2end/eql_r50_8x2_1x.py on v1, eql.detectron2 on v0.5."""
-    assert _reference_loss(path).lambda_ == (1.77e-3 if 'lvis-v0.5' in path.name else 1.1e-3)
+    assert _reference_loss(case).lambda_ == (1.77e-3 if _v05(case) else 1.1e-3)
 
 
-@pytest.mark.parametrize('path', _using('EqualizationLossV2'), ids=_name)
-def test_every_eqlv2_config_has_the_reference_hyper_parameters(path):
-    loss = _reference_loss(path)
+@pytest.mark.parametrize('case', _using('EqualizationLossV2'), ids=_name)
+def test_every_eqlv2_config_has_the_reference_hyper_parameters(case):
+    loss = _reference_loss(case)
     assert (loss.mu, loss.alpha, loss.gamma) == (0.8, 4.0, 12)
 
 
-@pytest.mark.parametrize('path', _using('SeesawLoss'), ids=_name)
-def test_every_seesaw_config_has_the_reference_p_q_and_temperature(path):
-    loss = _reference_loss(path)
+@pytest.mark.parametrize('case', _using('SeesawLoss'), ids=_name)
+def test_every_seesaw_config_has_the_reference_p_q_and_temperature(case):
+    loss = _reference_loss(case)
     assert (loss.p, loss.q) == (0.8, 2.0)
-    assert _config(path).model.roi_head.bbox_head.cls_predictor_cfg.tempearture == 20
+    assert _config(case).model.roi_head.bbox_head.cls_predictor_cfg.tempearture == 20
 
 
-def _bbox_head(path):
+def _bbox_head(case):
     init_default_scope('mmdet')
-    head = MODELS.build(_config(path).model.roi_head.bbox_head)
+    head = MODELS.build(_config(case).model.roi_head.bbox_head)
     if hasattr(head.loss_cls, 'set_class_statistics'):
         _statistics(head.loss_cls, head.num_classes)
     return head
@@ -222,17 +246,17 @@ def _scores_each_class_alone(head):
 
 def test_the_sigmoid_classifiers_are_found():
     found = {RECIPES[s]['loss'] for s in STEMS
-             if _scores_each_class_alone(_bbox_head(CONFIGS / 'smoke' / f'{s}-tiny.py'))}
+             if _scores_each_class_alone(_bbox_head(('smoke', RECIPES[s]['run'])))}
     assert found == {'EqualizationLoss', 'EqualizationLossV2', 'BalancedSoftmaxLoss',
                      'EffectiveClassMarginLoss'}
 
 
-@pytest.mark.parametrize('path', EVERY_CONFIG, ids=_name)
-def test_the_classifier_bias_starts_where_its_reference_starts_it(path):
+@pytest.mark.parametrize('case', EVERY_CONFIG, ids=_name)
+def test_the_classifier_bias_starts_where_its_reference_starts_it(case):
     """A sigmoid classifier at the prior probability 0.001 (as the EQL, EQL v2 and BALMS
     reference code), else at 0: mmdet's default, kept by the softmax references and by ECM's
     (janghyuncho/ECM-Loss r50_ecm_2x.py sets no bias prior for its cosine classifier)."""
-    head = _bbox_head(path)
+    head = _bbox_head(case)
     head.init_weights()
     sigmoid = _scores_each_class_alone(head)
     ecm = type(head.loss_cls).__name__ == 'EffectiveClassMarginLoss'
@@ -242,7 +266,7 @@ def test_the_classifier_bias_starts_where_its_reference_starts_it(path):
 
 
 @pytest.mark.parametrize('stem', STEMS)
-def test_smoke_twin_runs_the_same_row_shrunk(stem):
+def test_the_smoke_runs_the_same_row_shrunk(stem):
     full, twin = _full(stem), _twin(stem)
     assert twin.get('custom_hooks') == full.get('custom_hooks')
     assert twin.train_dataloader.dataset.type == full.train_dataloader.dataset.type
@@ -287,7 +311,7 @@ def test_the_stock_bbox_head_scores_with_the_loss_activation(stem):
 @pytest.mark.parametrize('stem', [s for s in STEMS if RECIPES[s]['decoupled']])
 def test_decoupled_rows_train_only_the_classifier_over_a_stage1_model(stem):
     twin = _twin(stem)
-    stage1 = _build(_config(CONFIGS / 'smoke' / f'{RECIPES[stem]["stage1"]}-tiny.py'))
+    stage1 = _build(_smoke(RECIPES[stem]['stage1_run']))
     model = _build(twin)
     init_fc_cls = model.roi_head.bbox_head.fc_cls.weight.detach().clone()
     with warnings.catch_warnings():
@@ -323,8 +347,7 @@ def test_a_few_smoke_iterations_train_save_the_statistics_and_evaluate(stem, tmp
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False, interval=3)
     cfg.test_dataloader.dataset.indices = 4
     if RECIPES[stem]['decoupled']:
-        stage1 = _build(_config(
-            CONFIGS / 'smoke' / f'{RECIPES[stem]["stage1"]}-tiny.py'))
+        stage1 = _build(_smoke(RECIPES[stem]['stage1_run']))
         torch.save(dict(state_dict=stage1.state_dict(), meta={}), tmp_path / 'stage1.pth')
         cfg.load_from = str(tmp_path / 'stage1.pth')
     runner = Runner.from_cfg(cfg)

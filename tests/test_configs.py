@@ -1,6 +1,7 @@
-"""Every LOCE config loads and its model builds through the registry; every full config has a
-smoke and, for Table 1's runs, a proxy twin; the configs carry the paper's settings and the keys
-the pipeline overrides. (The Table 5 baselines' configs are tested in test_baseline_configs.py.)"""
+"""Every LOCE config loads and its model builds through the registry, as written and as each
+CPU scale shrinks it (every config at the smoke scale, Table 1's at the proxy); the configs carry
+the paper's settings and the keys the pipeline overrides. (The Table 5 baselines' configs are
+tested in test_baseline_configs.py.)"""
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ from mmengine.registry import init_default_scope
 from mmdet.registry import MODELS
 
 import loce.models  # noqa: F401  (registers LOCERoIHead, EquilibriumLoss)
+from pipeline import matrix as mx
+from pipeline import runconfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 FULL = sorted(p for p in CONFIGS.glob('*.py')) + sorted(CONFIGS.glob('ablations/*.py'))
@@ -24,8 +27,20 @@ FINETUNE = {'loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce-ebl_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce-mfs_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1',
             'loce-prior_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1'}
-SMOKE = sorted(p for p in CONFIGS.glob('smoke/*-tiny.py') if p.name[:-8] in PRETRAIN | FINETUNE)
-PROXY = sorted(CONFIGS.glob('proxy/*-proxy.py'))
+MATRIX = mx.load()
+
+
+def _shrunk(scale):
+    """{config stem: a run of it} at a scale, for the LOCE configs above."""
+    found = {}
+    for run in mx.runs_at(MATRIX, scale):
+        stem = Path(mx.run_spec(MATRIX, run)['config']).name
+        if stem in PRETRAIN | FINETUNE:
+            found.setdefault(stem, run)
+    return found
+
+
+SMOKE, PROXY = _shrunk('smoke'), _shrunk('proxy')
 TABLE1 = PRETRAIN - {'mask-rcnn_r101_fpn_normed-mask_random-ms-2x_lvis-v1',
                      'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v0.5'} | \
     FINETUNE - {'loce_mask-rcnn_r101_fpn_normed-mask_ms-6e_lvis-v1',
@@ -36,15 +51,20 @@ def _name(path):
     return path.name[:-len('.py')]
 
 
-def test_the_contract_stems_exist_and_each_has_a_smoke_twin():
+def test_the_contract_stems_exist_and_run_at_the_smoke_and_proxy_scales():
     assert {_name(p) for p in FULL} == PRETRAIN | FINETUNE
-    assert {_name(p)[:-len('-tiny')] for p in SMOKE} == PRETRAIN | FINETUNE
-    assert {_name(p)[:-len('-proxy')] for p in PROXY} == TABLE1
+    assert set(SMOKE) == PRETRAIN | FINETUNE
+    assert set(PROXY) == TABLE1
 
 
-@pytest.mark.parametrize('path', FULL + SMOKE + PROXY, ids=lambda p: str(p.relative_to(CONFIGS)))
-def test_config_loads_and_its_model_builds(path):
-    cfg = Config.fromfile(str(path))
+CASES = ([('full', p.relative_to(CONFIGS)) for p in FULL]
+         + [('smoke', run) for run in SMOKE.values()] + [('proxy', run) for run in PROXY.values()])
+
+
+@pytest.mark.parametrize('scale, case', CASES, ids=lambda c: str(c))
+def test_config_loads_and_its_model_builds(scale, case):
+    cfg = (Config.fromfile(str(CONFIGS / case)) if scale == 'full'
+           else runconfig.at_scale(MATRIX, scale, case))
     assert cfg.default_scope == 'mmdet'
     assert cfg.custom_imports == dict(imports=['loce'], allow_failed_imports=False)
     for key in ('val_evaluator', 'test_evaluator'):
@@ -60,8 +80,8 @@ def test_config_loads_and_its_model_builds(path):
     model = MODELS.build(cfg.model)
     classes = cfg.model.roi_head.bbox_head.num_classes
     assert model.roi_head.bbox_head.fc_cls.out_features == classes + 1
-    assert classes == (16 if path in SMOKE else 25 if path in PROXY
-                       else 1230 if 'v0.5' in path.name else 1203)
+    assert classes == (16 if scale == 'smoke' else 25 if scale == 'proxy'
+                       else 1230 if 'v0.5' in str(case) else 1203)
 
 
 def _full(stem):

@@ -54,12 +54,10 @@ def _random_stage1_checkpoint(repo: Path) -> None:
     """Stage-1 weights only seed the fine-tuning; random ones keep this test to the fine-tuning
     (the smoke pretraining takes minutes on one core)."""
     from mmdet.registry import MODELS
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     matrix = mx.load()
-    config = mx.config_path(matrix, 'smoke', mx.run_spec(matrix, PRETRAIN)['config'])
-    cfg = Config.fromfile(str(repo / config.relative_to(mx.ROOT)))
+    cfg = runconfig.at_scale(matrix, 'smoke', PRETRAIN)
     init_default_scope('mmdet')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import init_default_scope
@@ -21,14 +20,20 @@ from mmdet.registry import MODELS
 import loce  # noqa: F401  (registers the modules and the checkpoints' safe globals)
 from loce.models.indicator import MeanScore
 from loce.testing import detection_batch
+from pipeline import matrix as mx
+from pipeline import runconfig
 
 ROOT = Path(__file__).resolve().parents[1]
-LOCE_TINY = ROOT / 'configs/smoke/loce_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
 NUM_CLASSES = 16
 
 
+def _smoke_loce_config():
+    """LOCE's config as the smoke scale runs it (16 classes, ResNet-18 at a quarter width)."""
+    return runconfig.at_scale(mx.load(), 'smoke', 'loce_r50_v1')
+
+
 def _tiny_loce_model():
-    cfg = Config.fromfile(str(LOCE_TINY))
+    cfg = _smoke_loce_config()
     init_default_scope('mmdet')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
@@ -136,7 +141,7 @@ def test_classes_with_an_empty_queue_are_never_drawn():
 def test_prediction_is_the_stock_softmax_whatever_the_mean_score():
     """No adjustment at test time: LOCE predicts exactly as a StandardRoIHead with its weights."""
     model = _tiny_loce_model()
-    cfg = Config.fromfile(str(LOCE_TINY)).model
+    cfg = _smoke_loce_config().model
     for key in ('indicator', 'mfs'):
         cfg.roi_head.pop(key)
     cfg.roi_head.type = 'StandardRoIHead'
@@ -156,7 +161,7 @@ def test_prediction_is_the_stock_softmax_whatever_the_mean_score():
 
 
 def test_misconfigurations_fail_naming_the_key():
-    cfg = Config.fromfile(str(LOCE_TINY)).model.roi_head
+    cfg = _smoke_loce_config().model.roi_head
     init_default_scope('mmdet')
     wrong_key = cfg.copy()
     wrong_key.mfs = dict(queue_size=80)  # the authors' name
@@ -197,7 +202,7 @@ class Probe(Hook):
 
 def _runner(tmp_path, data_root, max_epochs, probe, **overrides):
     """The smoke LOCE config on the first two images of the tiny LVIS (one iteration an epoch)."""
-    cfg = Config.fromfile(str(LOCE_TINY))
+    cfg = _smoke_loce_config()
     cfg.work_dir = str(tmp_path / 'work')
     cfg.train_dataloader.dataset.data_root = str(data_root / 'lvis_v1') + '/'
     cfg.train_dataloader.dataset.ann_file = 'annotations/lvis_v1_train.json'

@@ -66,9 +66,12 @@ def test_every_run_has_a_config_in_every_scale(matrix, scale):
         assert path.is_file(), f'{name}: {path} missing'
 
 
-def test_smoke_twin_of_an_ablation_lives_in_configs_smoke(matrix):
-    path = mx.config_path(matrix, 'smoke', 'ablations/loce-ebl_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1')
-    assert path == mx.ROOT / 'configs/smoke/loce-ebl_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1-tiny.py'
+def test_a_run_has_one_config_file_at_every_scale(matrix):
+    stem = 'ablations/loce-ebl_mask-rcnn_r50_fpn_normed-mask_ms-6e_lvis-v1'
+    for scale in matrix['scales']:
+        assert mx.config_path(matrix, scale, stem) == mx.ROOT / f'configs/{stem}.py'
+    assert mx.shrink_path(matrix, 'smoke') == mx.ROOT / 'configs/smoke/shrink.py'
+    assert mx.shrink_path(matrix, 'full') is None
 
 
 @pytest.mark.parametrize('scale', list(mx.load()['scales']))

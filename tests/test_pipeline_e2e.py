@@ -90,7 +90,7 @@ def test_a_config_edit_trains_afresh_and_keeps_the_old_work_dir(checkout):
     work = checkout / 'work' / 'smoke' / 'r50_v1' / 'seed5'
     old = work.with_name('seed5-old.pth')
     shutil.copy2(work / 'final.pth', old)
-    config = checkout / 'configs' / 'smoke' / 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1-tiny.py'
+    config = checkout / 'configs' / 'mask-rcnn_r50_fpn_normed-mask_random-ms-2x_lvis-v1.py'
     text = config.read_text()
     config.write_text(text + '\noptim_wrapper = dict(optimizer=dict(lr=0.0005))\n')
     try:

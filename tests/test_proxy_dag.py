@@ -17,17 +17,8 @@ ENV = dict(os.environ, PATH=f'{BIN}{os.pathsep}{os.environ["PATH"]}')
 pytestmark = pytest.mark.slow  # minutes, not the science: CI runs it, make test-fast does not
 SHRINK = '''
 # shrunk by tests/test_proxy_dag.py: a few iterations per run
-proxy_pretrain_cfg = dict(proxy_pretrain_cfg, max_iters=4)
-proxy_pretrain_schedule = [dict(proxy_pretrain_schedule[0], end=2),
-                           dict(proxy_pretrain_schedule[1], end=4, milestones=[3])]
-proxy_pretrain_hooks = dict(proxy_pretrain_hooks, checkpoint=dict(interval=2, by_epoch=False,
-                                                                  max_keep_ckpts=2))
-proxy_30e_cfg = dict(proxy_30e_cfg, max_iters=5)
-proxy_30e_schedule = [dict(proxy_30e_schedule[0], end=2),
-                      dict(proxy_30e_schedule[1], end=5, milestones=[4])]
-proxy_finetune_cfg = dict(proxy_finetune_cfg, max_iters=3)
-proxy_finetune_schedule = [dict(proxy_finetune_schedule[0], end=1),
-                           dict(proxy_finetune_schedule[1], end=3, milestones=[2])]
+lengths = {24: dict(iters=4), 30: dict(iters=5), 6: dict(iters=3)}
+warmup = dict(pretrain=2, finetune=1)
 '''
 
 
@@ -39,8 +30,8 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 def test_the_proxy_dag_runs_and_reports_seed_statistics_and_claims(tmp_path):
     repo = copy_checkout(tmp_path / 'repo')
-    (repo / 'configs/proxy/_base_/proxy.py').write_text(
-        (repo / 'configs/proxy/_base_/proxy.py').read_text() + SHRINK)
+    (repo / 'configs/proxy/shrink.py').write_text(
+        (repo / 'configs/proxy/shrink.py').read_text() + SHRINK)
     matrix = repo / 'pipeline' / 'experiments.yaml'
     text = matrix.read_text()
     proxy = text[text.index('  proxy:\n'):text.index('\ndatasets:')]

@@ -79,11 +79,11 @@ def test_snakemake_one_runs_options_rerun_that_run_and_the_aggregate(snake_repo)
     assert planned(snake_repo) == set()
 
 
-def test_snakemake_tiny_base_edit_reruns_every_smoke_run(snake_repo):
-    tiny = snake_repo / 'configs' / 'smoke' / '_base_' / 'tiny.py'
+def test_snakemake_shrink_edit_reruns_every_smoke_run(snake_repo):
+    tiny = snake_repo / 'configs' / 'smoke' / 'shrink.py'
     old = tiny.read_text()
     try:
-        _edit(tiny, 'tiny_mfs = dict(memory_size=16)', 'tiny_mfs = dict(memory_size=17)')
+        _edit(tiny, "loader = dict(num_workers=0,", "loader = dict(pin_memory=False, num_workers=0,")
         jobs = planned(snake_repo)
     finally:
         tiny.write_text(old)
@@ -154,11 +154,11 @@ def test_dvc_one_runs_options_change_that_runs_stage_alone(dvc_repo):
     assert dvc_changed(dvc_repo) == set()
 
 
-def test_dvc_tiny_base_edit_changes_every_smoke_run(dvc_repo):
-    tiny = dvc_repo / 'configs' / 'smoke' / '_base_' / 'tiny.py'
+def test_dvc_shrink_edit_changes_every_smoke_run(dvc_repo):
+    tiny = dvc_repo / 'configs' / 'smoke' / 'shrink.py'
     old = tiny.read_text()
     try:
-        _edit(tiny, 'tiny_mfs = dict(memory_size=16)', 'tiny_mfs = dict(memory_size=17)')
+        _edit(tiny, "loader = dict(num_workers=0,", "loader = dict(pin_memory=False, num_workers=0,")
         _run(['dvc', 'repro', '--single-item', 'resolve'], dvc_repo)
         changed = dvc_changed(dvc_repo)
     finally:

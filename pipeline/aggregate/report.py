@@ -53,8 +53,10 @@ def _runs_section(scale: str, matrix: dict, results: dict) -> list[str]:
     note = (f' Stage-1 runs filling no table cell ({", ".join(f"`{r}`" for r in shared)}) train '
             f'seed {results["seeds"][0]} alone, and every fine-tune seed starts from it.'
             if shared else '')
-    return (['## Runs', '', f'Seeds expected per run: {results["seeds"]}.{note} Wall times are '
-             'sums over the seeds found, from each result\'s provenance.', '']
+    shrink = mx.shrink_path(matrix, scale)
+    shrunk = (f' Every config runs shrunk by `{mx.rel(shrink)}` at this scale.' if shrink else '')
+    return (['## Runs', '', f'Seeds expected per run: {results["seeds"]}.{note}{shrunk} Wall times '
+             'are sums over the seeds found, from each result\'s provenance.', '']
             + _md_table(['run', 'stage', 'config and overrides', 'metrics seeds',
                          'analysis seeds', 'tables', 'train wall (s)', 'eval wall (s)'], rows)
             + ['', f'Totals over {n_files} metrics files: training {_seconds(train_total)}, '
@@ -205,7 +207,7 @@ def _substitutions(matrix: dict, scale: str) -> list[str]:
     of = matrix['scales'][spec['rehearses']]
     lines = [f'## What this rehearsal substitutes for scale `{spec["rehearses"]}`', '',
              'Everything not listed runs as at that scale: its configs '
-             f'(`{spec["config_dir"]}/`), its DAG (Snakefile, rules), its stage commands and '
+             '(`configs/`), its DAG (Snakefile, rules), its stage commands and '
              'launcher, LVIS\'s shapes (1,203 / 1,230 classes, multi-scale 1333 x 800 inputs, '
              '512 RoIs per image, the MFS memory at its configured size), FastLVISMetric at '
              'every class, the analysis and the aggregate.', '']

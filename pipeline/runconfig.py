@@ -81,8 +81,7 @@ def at_scale(matrix: dict, scale: str, run: str):
     cfg = copy.deepcopy(_parsed(path, path.stat().st_mtime_ns))
     relocate_data(cfg, mx.data_root(matrix, scale, spec['dataset']))
     if (shrink_file := mx.shrink_path(matrix, scale)) is not None:
-        shrink.apply(cfg, shrink.load(shrink_file), spec['config'],
-                     f'{mx.rel(shrink_file)} on {mx.rel(path)}')
+        shrink.apply(cfg, shrink.load(shrink_file), f'{mx.rel(shrink_file)} on {mx.rel(path)}')
     return cfg
 
 

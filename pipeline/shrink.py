@@ -34,9 +34,9 @@ def _half_up(x: float) -> int:
     return int(x + 0.5)
 
 
-def apply(cfg, shrink: dict, stem: str, where: str) -> None:
-    """Shrink `cfg` (the full config `stem`, data already relocated) in place."""
-    extra = shrink.get('runs', {}).get(stem, {})
+def apply(cfg, shrink: dict, where: str) -> None:
+    """Shrink `cfg` (a full config, its data already relocated) in place; `where` names it in
+    errors."""
     # A decoupled stage-2 run freezes its representation; it takes the fine-tune warm-up.
     finetune = any(h['type'] == 'FreezeRepresentationHook' for h in cfg.get('custom_hooks', []))
     _model(cfg, shrink)
@@ -44,9 +44,9 @@ def apply(cfg, shrink: dict, stem: str, where: str) -> None:
     _datasets(cfg, shrink, subset)
     rfs = cfg.train_dataloader.dataset.type == 'ClassBalancedDataset'
     if epochs is None:
-        _iteration_schedule(cfg, shrink, iters, finetune, extra)
+        _iteration_schedule(cfg, shrink, iters, finetune)
     else:
-        _epoch_schedule(cfg, shrink, subset, rfs, finetune, extra, where)
+        _epoch_schedule(cfg, shrink, subset, rfs, finetune, where)
     cfg.merge_from_dict(dict(auto_scale_lr=shrink['auto_scale_lr']))
 
 
@@ -118,21 +118,21 @@ def _schedule(cfg, warmup: int, iters: int, milestones: list[int]) -> list[dict]
     ]
 
 
-def _epoch_schedule(cfg, shrink, subset, rfs, finetune, extra, where) -> None:
+def _epoch_schedule(cfg, shrink, subset, rfs, finetune, where) -> None:
     """One epoch of the (sub)set; the steps at the full schedule's fractions of it."""
     key = f'{subset}_rfs' if rfs else subset
     if key not in shrink['epoch_iters']:
         raise SystemExit(f'{where}: the shrink has no `epoch_iters` for {key!r}')
     iters, full_epochs = shrink['epoch_iters'][key], cfg.train_cfg.max_epochs
     steps = [_half_up(m / full_epochs * iters) for m in _scheduler(cfg, 'MultiStepLR')['milestones']]
-    warmup = extra.get('warmup', shrink['warmup']['finetune' if finetune else 'pretrain'])
+    warmup = shrink['warmup']['finetune' if finetune else 'pretrain']
     cfg.param_scheduler = _schedule(cfg, warmup, iters, steps)
     _merge(cfg.train_cfg, dict(max_epochs=1, val_begin=2))
     _merge(cfg.default_hooks, shrink['hooks'])
     cfg.default_hooks.checkpoint.interval = 1
 
 
-def _iteration_schedule(cfg, shrink, iters, finetune, extra) -> None:
+def _iteration_schedule(cfg, shrink, iters, finetune) -> None:
     """`iters` iterations; steps at the full schedule's fractions. A full schedule counted in
     iterations scales its warm-up too; one counted in epochs takes the scale's warm-up."""
     step = _scheduler(cfg, 'MultiStepLR')
@@ -142,7 +142,6 @@ def _iteration_schedule(cfg, shrink, iters, finetune, extra) -> None:
     else:
         full = cfg.train_cfg.max_epochs
         warmup = shrink['warmup']['finetune' if finetune else 'pretrain']
-    warmup = extra.get('warmup', warmup)
     steps = [_half_up(m / full * iters) for m in step['milestones']]
     cfg.param_scheduler = _schedule(cfg, warmup, iters, steps)
     cfg.train_cfg = dict(type=ITER_LOOP, max_iters=iters, val_begin=NEVER, val_interval=NEVER)

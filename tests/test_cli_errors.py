@@ -106,7 +106,7 @@ def test_data_ends_with_a_line_saying_what_it_wrote(cli, monkeypatch, capsys):
     assert cli(['data', '--scale', SCALE]) == 0
     out = capsys.readouterr().out
     assert out.count('\n') == 1 and out.startswith('[data] smoke: synthesized lvis_v1')
-    assert 'under data/smoke, with fine-tune subsets of 150 images' in out
+    assert 'under data/smoke, with fine-tune subsets of 100 images' in out
 
 
 def test_a_yaml_syntax_error_in_the_matrix_names_file_line_and_column(tmp_path):
@@ -177,11 +177,11 @@ def test_an_override_of_the_wrong_type_is_refused_naming_key_value_and_type(cli)
                                          'float, and an override must have its type'):
         cli(['train', '--scale', SCALE, '--run', RUN, '--seed', '0', '--cfg-options',
              'optim_wrapper.optimizer.lr=abc'])
-    for fine in ({'optim_wrapper.optimizer.lr': 1}, {'train_cfg.max_epochs': None}):
+    for fine in ({'optim_wrapper.optimizer.lr': 1}, {'train_cfg.val_interval': None}):
         runconfig.resolve(mx.load(), SCALE, RUN, 0, fine)  # an int is a float; None clears
-    with pytest.raises(SystemExit, match='train_cfg.max_epochs=2.5 is of type float; the config '
+    with pytest.raises(SystemExit, match='train_cfg.max_iters=2.5 is of type float; the config '
                                          'has \\d+ there, of type int'):
-        runconfig.resolve(mx.load(), SCALE, RUN, 0, {'train_cfg.max_epochs': 2.5})
+        runconfig.resolve(mx.load(), SCALE, RUN, 0, {'train_cfg.max_iters': 2.5})
 
 
 def test_load_from_on_a_fine_tune_is_refused_naming_the_pretrain_run():

@@ -21,17 +21,17 @@ def _schedule(cfg):
 
 
 # (scale, run): (loop, length, warm-up start, warm-up end, steps), by hand from the full configs:
-# 24 epochs with steps at 16, 22; 30 at 20, 28; 6 at 3, 5; 12 at 8, 11; BALMS 22k iterations
-# with steps at 11k, 18k and a 1k warm-up; ECM's warm-up from 1e-4 over about one epoch.
+# 24 epochs with steps at 16, 22; 30 at 20, 28; 6 at 3, 5; 12 at 8, 11; ECM at 20, 22 from 1e-4;
+# BALMS 22k iterations with steps at 11k, 18k and a 1k warm-up.
 CASES = {
-    ('smoke', 'r50_v1'): ('epochs', 1, 0.001, 20, 150, [100, 138]),        # 16/24*150, 22/24*150
-    ('smoke', 'r50_v1_rfs'): ('epochs', 1, 0.001, 20, 309, [206, 283]),    # RFS: 309 an epoch
-    ('smoke', 'r50_v1_30e'): ('iters', 188, 0.001, 20, 188, [125, 175]),   # 30/24*150 = 187.5
-    ('smoke', 'loce_r50_v1'): ('epochs', 1, 0.001, 5, 75, [38, 63]),       # 3/6*75, 5/6*75
-    ('smoke', 'seesaw_r50_v1'): ('epochs', 1, 0.001, 20, 75, [50, 69]),  # end to end, 12e
-    ('smoke', 'bags_r50_v05'): ('epochs', 1, 1 / 3, 5, 75, [50, 69]),      # a fine-tune, 12e
-    ('smoke', 'balms_r50_v05'): ('iters', 75, 0.001, 3, 75, [38, 61]),     # 1000/22000*75 = 3.4
-    ('smoke', 'ecm_r50_v1'): ('epochs', 1, 1e-4, 13, 309, [258, 283]),     # 309/24 = 12.9
+    ('smoke', 'r50_v1'): ('iters', 50, 0.001, 20, 50, [33, 46]),          # 16/24*50, 22/24*50
+    ('smoke', 'r50_v1_rfs'): ('iters', 50, 0.001, 20, 50, [33, 46]),
+    ('smoke', 'r50_v1_30e'): ('iters', 63, 0.001, 20, 63, [42, 59]),      # 20/30*63, 28/30*63
+    ('smoke', 'ecm_r50_v1'): ('iters', 50, 1e-4, 20, 50, [42, 46]),       # 20/24*50 = 41.7
+    ('smoke', 'loce_r50_v1'): ('epochs', 1, 0.001, 5, 50, [25, 42]),      # 3/6*50, 5/6*50
+    ('smoke', 'seesaw_r50_v1'): ('epochs', 1, 0.001, 20, 50, [33, 46]),   # end to end, 12e
+    ('smoke', 'bags_r50_v05'): ('epochs', 1, 1 / 3, 5, 50, [33, 46]),     # a fine-tune, 12e
+    ('smoke', 'balms_r50_v05'): ('iters', 50, 0.001, 2, 50, [25, 41]),    # 1000/22000*50 = 2.3
     ('proxy', 'r50_v1'): ('iters', 1000, 0.001, 50, 1000, [667, 917]),
     ('proxy', 'r50_v1_30e'): ('iters', 1250, 0.001, 50, 1250, [833, 1167]),
     ('proxy', 'r50_v1_rfs'): ('iters', 1000, 0.001, 50, 1000, [667, 917]),
@@ -87,7 +87,7 @@ def test_a_schedule_the_shrink_has_no_length_for_is_refused():
     cfg = runconfig.resolve(MATRIX, 'full', 'bags_r50_v05', 0)
     rules = shrink.load(mx.shrink_path(MATRIX, 'proxy'))
     with pytest.raises(SystemExit, match='no length for a schedule of 12 epochs'):
-        shrink.apply(cfg, rules, 'baselines/bags', 'here')
+        shrink.apply(cfg, rules, 'here')
 
 
 def test_a_missing_shrink_file_is_refused(tmp_path):

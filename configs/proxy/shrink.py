@@ -1,4 +1,4 @@
-# The proxy scale's shrink, applied by pipeline/runconfig.py (`apply_shrink`) to the full configs
+# The proxy scale's shrink, applied by pipeline/shrink.py to the full configs
 # as configs/smoke/shrink.py is at the smoke scale. The proxy is sized so that LOCE's effect can
 # be measured above seed noise on 2 CPU cores (the design and its pre-registered criteria:
 # results/proxy/REPORT.md): the synthetic LVIS of the proxy scale in pipeline/experiments.yaml

@@ -1,4 +1,4 @@
-# The smoke scale's shrink: how pipeline/runconfig.py (`apply_shrink`) turns any full config
+# The smoke scale's shrink: how pipeline/shrink.py turns any full config
 # (configs/, ablations and baselines included) into its smoke run. A smoke run differs from its
 # full run only here: ResNet-18 for "r50" (ResNet-34 for "r101") at a quarter width, no
 # pretrained weights, 32 FPN/RoI channels, 64 sampled RoIs per image, ~128 px images, memory
@@ -26,9 +26,10 @@ model = dict(
         rpn=dict(sampler=dict(num=64)),
         rpn_proposal=dict(nms_pre=300, max_per_img=150),
         rcnn=dict(sampler=dict(num=64))),
+    # 20 detections per image (of at most 4 objects): masks are most of the evaluation's time.
     test_cfg=dict(
         rpn=dict(nms_pre=300, max_per_img=100),
-        rcnn=dict(max_per_img=50)))
+        rcnn=dict(max_per_img=20)))
 depths = {50: 18, 101: 34}  # the full backbone's depth -> the smoke's
 mfs = dict(memory_size=16)  # merged into the memory of runs that have one
 
@@ -60,31 +61,26 @@ rfs_thr = 0.3
 # 2; unscaled, training from scratch diverges).
 auto_scale_lr = dict(enable=True, base_batch_size=16)
 
-# Schedules, by the full schedule's length (epochs; `iters` for an iteration-based loop): one
-# epoch of the train set (`epochs=1`) or a number of iterations, on the whole train set or on the
-# `finetune` half, a class-covering subset the data stage writes (`finetune_images: 150` in
-# pipeline/experiments.yaml): 75 iterations an epoch, which keeps the smoke's 15 fine-tunes in
-# its time budget. 12 epochs (BAGS, the 1x Seesaw) are half the smoke 2x by iteration, as the
-# fine-tune is; 30 epochs are 30/24 of the smoke stage 1 (188 iterations); BALMS's 22k iterations
-# (about 6 v0.5 epochs) are the fine-tunes' 75. Steps keep the full schedule's fractions.
+# Schedules, by the full schedule's length (epochs; `iters` for an iteration-based loop): a
+# number of iterations of batch 2 on the whole train set, or one epoch of the `finetune` subset,
+# 100 class-covering train images the data stage writes (`finetune_images` in
+# pipeline/experiments.yaml), 50 iterations. Stage 1 and the end-to-end 2x ("24 epochs") run 50
+# iterations, RFS too (its repeats change which images, not how many steps); 30 epochs 30/24 of
+# it (63); 12 epochs (BAGS, the 1x Seesaw) and the 6-epoch fine-tunes one epoch of the subset;
+# BALMS's 22k iterations (about 6 v0.5 epochs) the fine-tunes' 50. So both loops run: stage 1
+# iteration-based, the fine-tunes epoch-based, as at the full scale. Steps keep the full
+# schedule's fractions.
 lengths = {
-    24: dict(epochs=1),
-    30: dict(iters=188),
+    24: dict(iters=50),
+    30: dict(iters=63),
     12: dict(epochs=1, subset='finetune'),
     6: dict(epochs=1, subset='finetune'),
-    'iters': dict(iters=75, subset='finetune'),
+    'iters': dict(iters=50, subset='finetune'),
 }
-# Iterations in one epoch, for the steps of an epoch-based run: the RFS repeats make an epoch of
-# the train set about 309 iterations (618 images) on the smoke data.
-epoch_iters = dict(train=150, finetune=75, train_rfs=309)
-# Linear warm-ups in iterations, by kind of run (an iteration-based full schedule scales its own).
+epoch_iters = dict(finetune=50)  # iterations in one epoch, for the steps of epoch-based runs
+# Linear warm-ups in iterations, by kind of run (an iteration-based full schedule scales its
+# own): training from scratch needs about 20 to stay stable whatever the full warm-up was.
 warmup = dict(pretrain=20, finetune=5)
 # No validation inside training (the pipeline evaluates separately); a checkpoint every epoch
 # (every half run for iteration loops).
 hooks = dict(logger=dict(interval=10), checkpoint=dict(max_keep_ckpts=2))
-
-# What a run needs beyond the rules above, by config stem.
-runs = {
-    # ECM's 10k-iteration warm-up is about one of the 24 full epochs: 309 / 24 = 13 iterations.
-    'baselines/ecm_mask-rcnn_r50_fpn_normed-mask_sample1e-3-ms-2x_lvis-v1': dict(warmup=13),
-}

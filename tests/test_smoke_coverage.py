@@ -77,3 +77,29 @@ def test_mfs_runs_fill_and_sample_their_memory(run):
     hooks = [h['type'] for h in cfg.custom_hooks]
     assert 'MemoryWarmupHook' in hooks
     assert mfs.memory_size >= mfs.features_per_class
+
+
+def _length(cfg):
+    loop = cfg.train_cfg
+    return loop.max_iters if loop.type == 'IterBasedTrainLoop' else None
+
+
+@pytest.mark.parametrize('run', RUNS)
+def test_a_smoke_run_reaches_its_warm_up_steps_and_a_checkpoint(run):
+    """Short as the smoke's schedules are, each passes its warm-up, takes every lr step of its
+    full schedule inside the run and writes a checkpoint before its end (what a resume reads)."""
+    cfg = _resolved('smoke', run)
+    warmup, steps = cfg.param_scheduler
+    assert 0 < warmup.end < steps.milestones[0]
+    assert steps.milestones == sorted(set(steps.milestones)) and steps.milestones[-1] < steps.end
+    assert len(steps.milestones) == len(_resolved('full', run).param_scheduler[1].milestones)
+    length = _length(cfg)
+    if length is None:  # one epoch, checkpointed at its end
+        assert cfg.train_cfg.max_epochs == 1 and cfg.default_hooks.checkpoint.interval == 1
+    else:
+        assert steps.end == length and cfg.default_hooks.checkpoint.interval < length
+
+
+def test_the_smoke_runs_both_train_loops_as_the_full_scale_does():
+    loops = {_resolved('smoke', run).train_cfg.type for run in RUNS}
+    assert loops == {'EpochBasedTrainLoop', 'IterBasedTrainLoop'}

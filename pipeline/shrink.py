@@ -41,12 +41,15 @@ def apply(cfg, shrink: dict, where: str) -> None:
     finetune = any(h['type'] == 'FreezeRepresentationHook' for h in cfg.get('custom_hooks', []))
     _model(cfg, shrink)
     subset, iters, epochs = _length(cfg, shrink, where)
+    if epochs is not None and cfg.train_dataloader.dataset.type == 'ClassBalancedDataset':
+        # An RFS epoch's length follows the repeats in the data; the scale runs as many
+        # iterations as a plain epoch of its set, so the steps fall where it says.
+        iters, epochs = epochs * _epoch_iters(shrink, subset, where), None
     _datasets(cfg, shrink, subset)
-    rfs = cfg.train_dataloader.dataset.type == 'ClassBalancedDataset'
     if epochs is None:
         _iteration_schedule(cfg, shrink, iters, finetune)
     else:
-        _epoch_schedule(cfg, shrink, subset, rfs, finetune, where)
+        _epoch_schedule(cfg, shrink, subset, finetune, where)
     cfg.merge_from_dict(dict(auto_scale_lr=shrink['auto_scale_lr']))
 
 
@@ -118,12 +121,15 @@ def _schedule(cfg, warmup: int, iters: int, milestones: list[int]) -> list[dict]
     ]
 
 
-def _epoch_schedule(cfg, shrink, subset, rfs, finetune, where) -> None:
+def _epoch_iters(shrink: dict, subset: str, where: str) -> int:
+    if subset not in shrink.get('epoch_iters', {}):
+        raise SystemExit(f'{where}: the shrink has no `epoch_iters` for {subset!r}')
+    return shrink['epoch_iters'][subset]
+
+
+def _epoch_schedule(cfg, shrink, subset, finetune, where) -> None:
     """One epoch of the (sub)set; the steps at the full schedule's fractions of it."""
-    key = f'{subset}_rfs' if rfs else subset
-    if key not in shrink['epoch_iters']:
-        raise SystemExit(f'{where}: the shrink has no `epoch_iters` for {key!r}')
-    iters, full_epochs = shrink['epoch_iters'][key], cfg.train_cfg.max_epochs
+    iters, full_epochs = _epoch_iters(shrink, subset, where), cfg.train_cfg.max_epochs
     steps = [_half_up(m / full_epochs * iters) for m in _scheduler(cfg, 'MultiStepLR')['milestones']]
     warmup = shrink['warmup']['finetune' if finetune else 'pretrain']
     cfg.param_scheduler = _schedule(cfg, warmup, iters, steps)

@@ -179,9 +179,9 @@ def test_an_override_of_the_wrong_type_is_refused_naming_key_value_and_type(cli)
              'optim_wrapper.optimizer.lr=abc'])
     for fine in ({'optim_wrapper.optimizer.lr': 1}, {'train_cfg.val_interval': None}):
         runconfig.resolve(mx.load(), SCALE, RUN, 0, fine)  # an int is a float; None clears
-    with pytest.raises(SystemExit, match='train_cfg.max_iters=2.5 is of type float; the config '
+    with pytest.raises(SystemExit, match='train_cfg.max_epochs=2.5 is of type float; the config '
                                          'has \\d+ there, of type int'):
-        runconfig.resolve(mx.load(), SCALE, RUN, 0, {'train_cfg.max_iters': 2.5})
+        runconfig.resolve(mx.load(), SCALE, RUN, 0, {'train_cfg.max_epochs': 2.5})
 
 
 def test_load_from_on_a_fine_tune_is_refused_naming_the_pretrain_run():

@@ -130,7 +130,7 @@ def test_killed_iteration_based_run_resumes_and_ends_where_an_uninterrupted_run_
     weights as an uninterrupted run."""
     cmd = _train(checkout, 'r50_v1_30e', 7)
     work = checkout / 'work' / 'smoke' / 'r50_v1_30e' / 'seed7'
-    _kill_after('iter_94.pth', checkout, cmd, work, signal.SIGKILL)
+    _kill_after('iter_32.pth', checkout, cmd, work, signal.SIGKILL)
     resumed = _run(cmd, checkout)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert 'resuming from' in resumed.stdout

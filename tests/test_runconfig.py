@@ -80,10 +80,10 @@ def test_file_is_rewritten_only_when_the_hash_changes(tmp_path, monkeypatch):
     os.utime(path, (1, 1))
     again, same = runconfig.resolve_and_write(matrix, 'smoke', 'r50_v1', 0)
     assert (again, same) == (path, sha) and path.stat().st_mtime == 1
-    _, other = runconfig.resolve_and_write(matrix, 'smoke', 'r50_v1', 0, {'train_cfg.max_iters': 2})
+    _, other = runconfig.resolve_and_write(matrix, 'smoke', 'r50_v1', 0, {'train_cfg.max_epochs': 2})
     assert other != sha and path.stat().st_mtime > 1
     loaded, loaded_sha = runconfig.load('smoke', 'r50_v1', 0)
-    assert loaded_sha == other and loaded.train_cfg.max_iters == 2
+    assert loaded_sha == other and loaded.train_cfg.max_epochs == 2
 
 
 def test_resolved_configs_are_written_and_printed_without_yapf(tmp_path, monkeypatch):
@@ -109,7 +109,7 @@ def test_resolved_configs_are_written_and_printed_without_yapf(tmp_path, monkeyp
 def test_a_hand_edited_resolved_config_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(mx, 'resolved_config', lambda s, r, k: tmp_path / r / f'seed{k}.py')
     path, _ = runconfig.resolve_and_write(mx.load(), 'smoke', 'r50_v1', 0)
-    path.write_text(path.read_text().replace('max_iters=50', 'max_iters=5'))
+    path.write_text(path.read_text().replace('max_epochs=1', 'max_epochs=5'))
     with pytest.raises(SystemExit, match='does not match its config_sha256'):
         runconfig.load('smoke', 'r50_v1', 0)
 

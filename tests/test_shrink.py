@@ -24,8 +24,8 @@ def _schedule(cfg):
 # 24 epochs with steps at 16, 22; 30 at 20, 28; 6 at 3, 5; 12 at 8, 11; ECM at 20, 22 from 1e-4;
 # BALMS 22k iterations with steps at 11k, 18k and a 1k warm-up.
 CASES = {
-    ('smoke', 'r50_v1'): ('iters', 50, 0.001, 20, 50, [33, 46]),          # 16/24*50, 22/24*50
-    ('smoke', 'r50_v1_rfs'): ('iters', 50, 0.001, 20, 50, [33, 46]),
+    ('smoke', 'r50_v1'): ('epochs', 1, 0.001, 20, 50, [33, 46]),         # 16/24*50, 22/24*50
+    ('smoke', 'r50_v1_rfs'): ('iters', 50, 0.001, 20, 50, [33, 46]),     # RFS: a plain epoch's
     ('smoke', 'r50_v1_30e'): ('iters', 63, 0.001, 20, 63, [42, 59]),      # 20/30*63, 28/30*63
     ('smoke', 'ecm_r50_v1'): ('iters', 50, 1e-4, 20, 50, [42, 46]),       # 20/24*50 = 41.7
     ('smoke', 'loce_r50_v1'): ('epochs', 1, 0.001, 5, 50, [25, 42]),      # 3/6*50, 5/6*50
@@ -56,15 +56,18 @@ def test_schedules_match_the_hand_computed_ones(scale, run):
         assert not cfg.default_hooks.checkpoint.by_epoch and not cfg.log_processor.by_epoch
 
 
-def test_the_smoke_fine_tunes_on_the_finetune_half_and_stage1_on_the_whole_set():
+def test_the_smoke_trains_on_the_subset_and_the_proxy_on_the_whole_set():
     ann = {run: _at('smoke', run).train_dataloader.dataset.ann_file
            for run in ('r50_v1', 'loce_r50_v1', 'bags_r50_v05')}
-    assert ann == {'r50_v1': 'annotations/lvis_v1_train.json',
+    assert ann == {'r50_v1': 'annotations/lvis_v1_train_finetune.json',
                    'loce_r50_v1': 'annotations/lvis_v1_train_finetune.json',
                    'bags_r50_v05': 'annotations/lvis_v0.5_train_finetune.json'}
     rfs = _at('smoke', 'r50_v1_rfs').train_dataloader.dataset
     assert rfs.type == 'ClassBalancedDataset' and rfs.oversample_thr == 0.3
+    assert rfs.dataset.ann_file == 'annotations/lvis_v1_train_finetune.json'
     assert rfs.dataset.metainfo['classes'][0] == 'blue_circle'
+    proxy = _at('proxy', 'loce_r50_v1').train_dataloader.dataset
+    assert proxy.ann_file == 'annotations/lvis_v1_train.json'
 
 
 def test_models_losses_and_memory_take_the_scales_sizes():

@@ -61,23 +61,22 @@ rfs_thr = 0.3
 # 2; unscaled, training from scratch diverges).
 auto_scale_lr = dict(enable=True, base_batch_size=16)
 
-# Schedules, by the full schedule's length (epochs; `iters` for an iteration-based loop): a
-# number of iterations of batch 2 on the whole train set, or one epoch of the `finetune` subset,
-# 100 class-covering train images the data stage writes (`finetune_images` in
-# pipeline/experiments.yaml), 50 iterations. Stage 1 and the end-to-end 2x ("24 epochs") run 50
-# iterations, RFS too (its repeats change which images, not how many steps); 30 epochs 30/24 of
-# it (63); 12 epochs (BAGS, the 1x Seesaw) and the 6-epoch fine-tunes one epoch of the subset;
-# BALMS's 22k iterations (about 6 v0.5 epochs) the fine-tunes' 50. So both loops run: stage 1
-# iteration-based, the fine-tunes epoch-based, as at the full scale. Steps keep the full
-# schedule's fractions.
+# Schedules, by the full schedule's length (epochs; `iters` for an iteration-based loop). Every
+# smoke run trains on the `finetune` subset: 100 class-covering train images the data stage
+# writes (`finetune_images` in pipeline/experiments.yaml; the 300 images keep LVIS's frequency
+# groups, the subset keeps the runs short), 50 iterations of batch 2 an epoch. Stage 1, the
+# end-to-end 2x and 1x and the fine-tunes run one epoch of it; 30 epochs are 30/24 of it (63
+# iterations, so that loop counts iterations); BALMS's 22k iterations (about 6 v0.5 epochs) the
+# fine-tunes' 50; an RFS run as many iterations as a plain epoch (pipeline/shrink.py). So both
+# loops run, as at the full scale. Steps keep the full schedule's fractions.
 lengths = {
-    24: dict(iters=50),
-    30: dict(iters=63),
+    24: dict(epochs=1, subset='finetune'),
+    30: dict(iters=63, subset='finetune'),
     12: dict(epochs=1, subset='finetune'),
     6: dict(epochs=1, subset='finetune'),
     'iters': dict(iters=50, subset='finetune'),
 }
-epoch_iters = dict(finetune=50)  # iterations in one epoch, for the steps of epoch-based runs
+epoch_iters = dict(finetune=50)  # iterations in one epoch of each subset
 # Linear warm-ups in iterations, by kind of run (an iteration-based full schedule scales its
 # own): training from scratch needs about 20 to stay stable whatever the full warm-up was.
 warmup = dict(pretrain=20, finetune=5)

@@ -93,8 +93,8 @@ def resolve(matrix: dict, scale: str, run: str, seed: int, cfg_options: dict | N
     if spec['pretrain'] and 'load_from' in (cfg_options or {}):
         raise SystemExit(_load_from_refused(matrix, scale, run, seed))
     merge_checked(cfg, cfg_options or {}, '--cfg-options')
-    if 'length' in mx.scale(matrix, scale):
-        shorten(cfg, mx.scale(matrix, scale)['length'], scale)
+    if (length := mx.scale(matrix, scale).get('length')) is not None:
+        shorten(cfg, length, scale)
     cfg.randomness = dict(cfg.get('randomness', {}), seed=seed)
     cfg.work_dir = mx.rel(mx.work_dir(scale, run, seed))
     if spec['pretrain']:

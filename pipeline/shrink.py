@@ -49,7 +49,7 @@ def apply(cfg, shrink: dict, where: str) -> None:
     if epochs is None:
         _iteration_schedule(cfg, shrink, iters, finetune)
     else:
-        _epoch_schedule(cfg, shrink, subset, finetune, where)
+        _epoch_schedule(cfg, shrink, subset, epochs, finetune, where)
     cfg.merge_from_dict(dict(auto_scale_lr=shrink['auto_scale_lr']))
 
 
@@ -127,13 +127,15 @@ def _epoch_iters(shrink: dict, subset: str, where: str) -> int:
     return shrink['epoch_iters'][subset]
 
 
-def _epoch_schedule(cfg, shrink, subset, finetune, where) -> None:
-    """One epoch of the (sub)set; the steps at the full schedule's fractions of it."""
-    iters, full_epochs = _epoch_iters(shrink, subset, where), cfg.train_cfg.max_epochs
-    steps = [_half_up(m / full_epochs * iters) for m in _scheduler(cfg, 'MultiStepLR')['milestones']]
+def _epoch_schedule(cfg, shrink, subset, epochs, finetune, where) -> None:
+    """`epochs` epochs of the (sub)set; the steps, counted in iterations, at the full schedule's
+    fractions of them."""
+    iters, full_epochs = epochs * _epoch_iters(shrink, subset, where), cfg.train_cfg.max_epochs
+    milestones = _scheduler(cfg, 'MultiStepLR')['milestones']
+    steps = [_half_up(m / full_epochs * iters) for m in milestones]
     warmup = shrink['warmup']['finetune' if finetune else 'pretrain']
     cfg.param_scheduler = _schedule(cfg, warmup, iters, steps)
-    _merge(cfg.train_cfg, dict(max_epochs=1, val_begin=2))
+    _merge(cfg.train_cfg, dict(max_epochs=epochs, val_begin=epochs + 1))
     _merge(cfg.default_hooks, shrink['hooks'])
     cfg.default_hooks.checkpoint.interval = 1
 

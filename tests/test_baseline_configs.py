@@ -33,7 +33,7 @@ for _run in mx.runs_at(MATRIX, 'smoke'):
     SMOKE_RUNS.setdefault(mx.run_spec(MATRIX, _run)['config'], _run)
 EVERY_CONFIG = ([('full', str(p.relative_to(CONFIGS)))
                  for p in sorted(CONFIGS.glob('*.py')) + sorted(CONFIGS.glob('*/*.py'))
-                 if p.parent.name not in ('smoke', 'proxy')]
+                 if p.parent.name not in ('smoke', 'proxy', '_base_')]
                 + [('smoke', run) for run in SMOKE_RUNS.values()])
 DEFAULTS = dict(sampler='random', mask='NormedConv2d', classifier='Linear', statistics=False)
 

@@ -7,6 +7,8 @@
 # channels, schedules counted in iterations of batch 2 (500 iterations are one epoch of the train
 # set): stage 1 ("24 epochs") 1000 iterations; the 30-epoch baseline 1250 (30/24 of it); stage 2
 # ("6 epochs") 250 (6/24 of it) on the whole train set; steps at the full schedules' fractions.
+_base_ = '../_base_/synthetic_128px.py'  # pipelines, loader, lr scaling
+
 classes = (
     'blue_circle', 'blue_diamond', 'blue_square', 'blue_star', 'blue_triangle', 'green_circle',
     'green_diamond', 'green_square', 'green_star', 'green_triangle', 'magenta_circle',
@@ -33,33 +35,11 @@ model = dict(
 depths = {50: 18}
 mfs = dict(memory_size=80)  # the paper's M
 
-# 1333 x (640..800) scaled by 128/800, as the 128 px images are to 800 px ones.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(213, 102), (213, 108), (213, 113), (213, 118), (213, 123), (213, 128)],
-        keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(213, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-loader = dict(num_workers=0, persistent_workers=False)
 # RFS's threshold 0.1 is LVIS's 100 images of ~100k (1e-3) in these 1000; its repeats make a
 # 1618-image epoch. It trains as many iterations as stage 1 with random sampling (1000, about 1.2
 # of its epochs rather than 2), to keep the proxy within its time budget: it is only the model of
 # Figure 4(b).
 rfs_thr = 0.1
-# The lr follows the linear scaling rule from the paper's batch of 16 (0.02 -> 0.0025 at batch 2).
-auto_scale_lr = dict(enable=True, base_batch_size=16)
 
 # Schedules, by the full schedule's length in epochs, counted in iterations.
 lengths = {24: dict(iters=1000), 30: dict(iters=1250), 6: dict(iters=250)}

@@ -5,6 +5,8 @@
 # M=16, and the real schedules scaled down. Sized for the synthetic LVIS of
 # pipeline/data/synthetic.py (16 classes, 300 train images of 128 px) on one CPU core. The data
 # roots come from `datasets:` in pipeline/experiments.yaml, as at every scale.
+_base_ = '../_base_/synthetic_128px.py'  # pipelines, loader, lr scaling
+
 classes = (
     'blue_circle', 'blue_diamond', 'blue_square', 'blue_triangle', 'green_circle',
     'green_diamond', 'green_square', 'green_triangle', 'red_circle', 'red_diamond', 'red_square',
@@ -33,33 +35,10 @@ model = dict(
 depths = {50: 18, 101: 34}  # the full backbone's depth -> the smoke's
 mfs = dict(memory_size=16)  # merged into the memory of runs that have one
 
-# 1333 x (640..800) scaled by 128/800, as the 128 px images are to 800 px ones.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='RandomChoiceResize',
-        scales=[(213, 102), (213, 108), (213, 113), (213, 118), (213, 123), (213, 128)],
-        keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(213, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
-    dict(
-        type='PackDetInputs',
-        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
-]
-loader = dict(num_workers=0, persistent_workers=False)
 # RFS's threshold 1e-3 is 100 images of LVIS v1's ~100k: classes seen in fewer images are
 # repeated. The synthetic set keeps LVIS's image counts per frequency group in 300 images, so the
 # same 100-image threshold is 0.3 here (at 1e-3 nothing would be repeated).
 rfs_thr = 0.3
-# The lr follows the linear scaling rule from the paper's batch of 16 (0.02 -> 0.0025 at batch
-# 2; unscaled, training from scratch diverges).
-auto_scale_lr = dict(enable=True, base_batch_size=16)
 
 # Schedules, by the full schedule's length (epochs; `iters` for an iteration-based loop). Every
 # smoke run trains on the `finetune` subset: 100 class-covering train images the data stage

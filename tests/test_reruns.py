@@ -83,7 +83,7 @@ def test_snakemake_shrink_edit_reruns_every_smoke_run(snake_repo):
     tiny = snake_repo / 'configs' / 'smoke' / 'shrink.py'
     old = tiny.read_text()
     try:
-        _edit(tiny, "loader = dict(num_workers=0,", "loader = dict(pin_memory=False, num_workers=0,")
+        _edit(tiny, "rcnn=dict(max_per_img=20)", "rcnn=dict(max_per_img=21)")
         jobs = planned(snake_repo)
     finally:
         tiny.write_text(old)
@@ -158,7 +158,7 @@ def test_dvc_shrink_edit_changes_every_smoke_run(dvc_repo):
     tiny = dvc_repo / 'configs' / 'smoke' / 'shrink.py'
     old = tiny.read_text()
     try:
-        _edit(tiny, "loader = dict(num_workers=0,", "loader = dict(pin_memory=False, num_workers=0,")
+        _edit(tiny, "rcnn=dict(max_per_img=20)", "rcnn=dict(max_per_img=21)")
         _run(['dvc', 'repro', '--single-item', 'resolve'], dvc_repo)
         changed = dvc_changed(dvc_repo)
     finally:
